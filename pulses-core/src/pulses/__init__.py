@@ -1,0 +1,85 @@
+"""Pulses: background jobs and stream consumers with explicit outcomes and no lost messages."""
+
+from pulses._app import App
+from pulses._broker import (
+    Broker,
+    Capabilities,
+    Consumer,
+    ConsumerInfo,
+    DeadLetterRecord,
+    GroupStats,
+    Reclaimed,
+    StreamAdmin,
+    StreamStats,
+    Subscription,
+    check_publish,
+)
+from pulses._cancel import CancellationToken
+from pulses._codec import decode_fields, encode_fields
+from pulses._envelope import Envelope
+from pulses._errors import (
+    BrokerClosed,
+    BrokerError,
+    ConfigurationError,
+    ConnectionLost,
+    HandlerTimeout,
+    InvalidURL,
+    PluginConflict,
+    PulsesError,
+    SettleError,
+    Unsupported,
+    UnknownScheme,
+)
+from pulses._handler import Context, Handler
+from pulses._hookspecs import BrokerFactory, Register, hookimpl
+from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
+from pulses._plugins import connect, plugin_manager
+from pulses._policy import RetryPolicy
+from pulses._stats import HandlerStats, RunStats
+from pulses._urls import redact_url
+
+__all__ = [
+    "Ack",
+    "App",
+    "Broker",
+    "BrokerClosed",
+    "BrokerError",
+    "BrokerFactory",
+    "CancellationToken",
+    "Capabilities",
+    "ConfigurationError",
+    "ConnectionLost",
+    "Consumer",
+    "ConsumerInfo",
+    "Context",
+    "DeadLetter",
+    "DeadLetterRecord",
+    "Drop",
+    "Envelope",
+    "GroupStats",
+    "Handler",
+    "HandlerStats",
+    "HandlerTimeout",
+    "InvalidURL",
+    "Outcome",
+    "PluginConflict",
+    "PulsesError",
+    "Reclaimed",
+    "Register",
+    "Retry",
+    "RetryPolicy",
+    "RunStats",
+    "SettleError",
+    "StreamAdmin",
+    "StreamStats",
+    "Subscription",
+    "UnknownScheme",
+    "Unsupported",
+    "check_publish",
+    "connect",
+    "decode_fields",
+    "encode_fields",
+    "hookimpl",
+    "plugin_manager",
+    "redact_url",
+]

@@ -1,0 +1,223 @@
+"""App: handlers bound to one broker and one subscription, run until a token fires."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Generic, Self, TypeVar
+
+from pulses._broker import Broker, Subscription
+from pulses._cancel import CancellationToken
+from pulses._errors import ConfigurationError
+from pulses._handler import Context, Handler
+from pulses._runtime import RuntimeConfig, run_handler
+from pulses._stats import RunStats
+
+__all__ = ["App"]
+
+B = TypeVar("B", bound=Broker[Any])
+
+logger = logging.getLogger("pulses")
+
+
+class App(Generic[B]):
+    """Handlers of one consumer group on one broker.
+
+    >>> app = App(broker, RedisSubscription(group="mailer")).register(SendEmail())  # doctest: +SKIP
+    >>> stats = await app.run(token)                                               # doctest: +SKIP
+
+    ``claim_idle_ms`` is how long a message must sit idle in a dead or hung consumer
+    before another consumer takes it over; live consumers extend their leases every
+    ``claim_idle_ms / 3``, so a long job is never taken from a live worker.
+    """
+
+    def __init__(
+        self,
+        broker: B,
+        subscription: Subscription[B],
+        *,
+        claim_idle_ms: int = 60_000,
+        block_ms: int = 2_000,
+        reclaim_interval_ms: int | None = None,
+        shutdown_timeout: float = 25.0,
+    ) -> None:
+        errors = [
+            *_positive_int("App", "claim_idle_ms", claim_idle_ms),
+            *_positive_int("App", "block_ms", block_ms),
+        ]
+        if reclaim_interval_ms is not None:
+            errors += _positive_int("App", "reclaim_interval_ms", reclaim_interval_ms)
+        if (
+            isinstance(shutdown_timeout, bool)
+            or not isinstance(shutdown_timeout, int | float)
+            or not math.isfinite(shutdown_timeout)
+            or shutdown_timeout < 0
+        ):
+            errors.append(f"App.shutdown_timeout must be a finite number of seconds >= 0, "
+                          f"got {shutdown_timeout!r}")
+        if errors:
+            raise ConfigurationError("invalid app settings:\n  " + "\n  ".join(errors))
+        self._broker = broker
+        self._subscription = subscription
+        self._config = RuntimeConfig(
+            block_ms=block_ms,
+            claim_idle_ms=claim_idle_ms,
+            lease_interval_ms=max(1, claim_idle_ms // 3),
+            reclaim_interval_ms=reclaim_interval_ms or max(1, claim_idle_ms // 2),
+            shutdown_timeout=float(shutdown_timeout),
+        )
+        self._handlers: list[Handler[B]] = []
+        self._running = False
+
+    @property
+    def broker(self) -> B:
+        return self._broker
+
+    @property
+    def subscription(self) -> Subscription[B]:
+        return self._subscription
+
+    @property
+    def handlers(self) -> Sequence[Handler[B]]:
+        return tuple(self._handlers)
+
+    def register(self, *handlers: Handler[B]) -> Self:
+        """Add handlers after checking every setting of every one of them at once.
+
+        Raises ``ConfigurationError`` listing each wrong field by handler and name.
+        """
+        errors: list[str] = []
+        claimed = {stream: h.name for h in self._handlers for stream in h.STREAMS}
+        names = {h.name for h in self._handlers}
+        for handler in handlers:
+            errors += _check_handler(handler, self._broker)
+            if errors and not isinstance(handler, Handler):
+                continue
+            if handler.name in names:
+                errors.append(f"{handler.name}: a handler of that name is already registered")
+            names.add(handler.name)
+            for stream in _streams(handler):
+                if stream in claimed:
+                    errors.append(
+                        f"{handler.name}.STREAMS: stream {stream!r} is already consumed by "
+                        f"{claimed[stream]}; one app has one handler per stream (for fan-out, "
+                        "run another app with another consumer group)"
+                    )
+                else:
+                    claimed[stream] = handler.name
+        if errors:
+            raise ConfigurationError("invalid handlers:\n  " + "\n  ".join(errors))
+        self._handlers.extend(handlers)
+        return self
+
+    async def run(self, token: CancellationToken) -> RunStats:
+        """Consume until ``token`` fires, then shut down gracefully; return counters.
+
+        On shutdown: fetching stops, unstarted messages are released, handlers' tokens
+        fire, running handlers get ``shutdown_timeout`` seconds, every settlement is
+        flushed. What still runs then stays pending and is reclaimed elsewhere.
+        """
+        if not self._handlers:
+            raise ConfigurationError("App.run: no handlers registered; call app.register(...)")
+        if self._running:
+            raise ConfigurationError("App.run: this app is already running")
+        self._running = True
+        try:
+            return await self._run(token)
+        finally:
+            self._running = False
+
+    async def _run(self, token: CancellationToken) -> RunStats:
+        caps = self._broker.capabilities
+        logger.info(
+            "pulses starting on %s, %r: %s", self._broker.url, self._subscription,
+            ", ".join(f"{h.name}[{', '.join(h.STREAMS)}]x{h.WORKERS}" for h in self._handlers),
+        )
+        runs = []
+        for handler in self._handlers:
+            consumer = self._broker.consumer(self._subscription, handler.STREAMS,
+                                             handler=handler.name)
+            handler_token = token.child()
+            ctx: Context[B] = Context(self._broker, handler_token, handler)
+            runs.append(run_handler(handler, consumer, ctx, handler_token, caps,
+                                    self._config, token))
+        results = await asyncio.gather(*runs)
+        stats = RunStats({s.handler: s for s in results})
+        total = stats.total
+        logger.info(
+            "pulses stopped: handled %d (acked %d, retried %d, dropped %d, dead-lettered %d, "
+            "failed %d), released %d, abandoned %d, unsettled %d",
+            total.handled, total.acked, total.retried, total.dropped, total.dead_lettered,
+            total.failed, total.released, total.abandoned, total.unsettled,
+        )
+        return stats
+
+
+def _streams(handler: Handler[Any]) -> tuple[str, ...]:
+    streams = getattr(handler, "STREAMS", ())
+    return streams if isinstance(streams, tuple) else ()
+
+
+def _positive_int(owner: str, name: str, value: object, minimum: int = 1) -> list[str]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return [f"{owner}.{name} must be an int >= {minimum}, got {value!r}"]
+    return []
+
+
+def _check_handler(handler: object, broker: Broker[Any]) -> list[str]:
+    """Every problem with one handler's definition, each naming handler and field."""
+    if not isinstance(handler, Handler):
+        return [f"{handler!r} is not a Handler instance (did you pass the class?)"]
+    name = handler.name
+    errors: list[str] = []
+    streams = getattr(handler, "STREAMS", None)
+    if streams is None:
+        errors.append(f"{name}.STREAMS is missing; set it to a tuple of stream names")
+    elif isinstance(streams, str) or not isinstance(streams, tuple):
+        errors.append(f"{name}.STREAMS must be a tuple of stream names, got {streams!r}")
+    elif not streams:
+        errors.append(f"{name}.STREAMS is empty; name at least one stream")
+    else:
+        for stream in streams:
+            if not isinstance(stream, str) or not stream:
+                errors.append(f"{name}.STREAMS holds {stream!r}; stream names are non-empty str")
+        if len(set(streams)) != len(streams):
+            errors.append(f"{name}.STREAMS names a stream twice: {streams!r}")
+    worker_errors = _positive_int(name, "WORKERS", handler.WORKERS)
+    errors += worker_errors
+    if handler.MAX_IN_FLIGHT is not None:
+        minimum = 1 if worker_errors else handler.WORKERS
+        found = _positive_int(name, "MAX_IN_FLIGHT", handler.MAX_IN_FLIGHT, minimum)
+        errors += [f"{e} (it must be at least WORKERS)" for e in found]
+    errors += _positive_int(name, "MAX_DELIVERIES", handler.MAX_DELIVERIES)
+    backoff, cap = handler.RETRY_BACKOFF_MS, handler.RETRY_BACKOFF_MAX_MS
+    backoff_errors = [
+        *_positive_int(name, "RETRY_BACKOFF_MS", backoff, 0),
+        *_positive_int(name, "RETRY_BACKOFF_MAX_MS", cap, 0),
+    ]
+    errors += backoff_errors
+    if not backoff_errors and backoff > cap:
+        errors.append(f"{name}.RETRY_BACKOFF_MS ({backoff}) is above "
+                      f"RETRY_BACKOFF_MAX_MS ({cap})")
+    timeout = handler.TIMEOUT
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        errors.append(f"{name}.TIMEOUT must be None or a positive number of seconds, "
+                      f"got {timeout!r}")
+    if not inspect.iscoroutinefunction(handler.handle):
+        errors.append(f"{name}.handle must be an 'async def' method returning an Outcome")
+    caps = broker.capabilities
+    if not caps.dead_letters:
+        errors.append(f"{name}: the broker ({broker.url}) cannot store dead letters, which "
+                      "messages that fail MAX_DELIVERIES times need")
+    if not caps.delayed_retry and handler.RETRY_BACKOFF_MAX_MS:
+        errors.append(f"{name}.RETRY_BACKOFF_MAX_MS: the broker ({broker.url}) cannot delay "
+                      "retries; set RETRY_BACKOFF_MS = RETRY_BACKOFF_MAX_MS = 0")
+    return errors

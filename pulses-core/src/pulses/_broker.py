@@ -1,0 +1,265 @@
+"""What a broker plugin implements: Broker[S], Consumer, Capabilities, and admin facets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
+
+from pulses._envelope import Envelope
+from pulses._outcome import Outcome
+
+__all__ = [
+    "Broker",
+    "Capabilities",
+    "Consumer",
+    "ConsumerInfo",
+    "DeadLetterRecord",
+    "GroupStats",
+    "Reclaimed",
+    "StreamAdmin",
+    "StreamStats",
+    "Subscription",
+    "check_publish",
+]
+
+S = TypeVar("S")
+B_contra = TypeVar("B_contra", bound="Broker[Any]", contravariant=True)
+
+
+class Subscription(Generic[B_contra]):
+    """Base of every broker's subscription type: which consumer group to join, and how.
+
+    It is generic over the broker it belongs to, so ``App(redis_broker,
+    MemorySubscription(...))`` is a type error rather than a runtime surprise.
+    """
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a broker supports, so core refuses what it cannot do instead of ignoring it."""
+
+    delayed_publish: bool = False
+    """``publish(..., delay_ms=N)`` with N > 0."""
+    delayed_retry: bool = False
+    """``Retry(after_ms=N)`` with N > 0, held outside the pending list until due."""
+    dead_letters: bool = False
+    """``DeadLetter`` outcomes are stored, listable and replayable."""
+    reclaim: bool = False
+    """Idle messages of other consumers can be taken over, with exact delivery counts."""
+    extend: bool = False
+    """The lease of a running message can be renewed without counting a delivery."""
+    release: bool = False
+    """Fetched but unstarted messages can be handed back without counting a delivery."""
+    admin: bool = False
+    """The broker is also a :class:`StreamAdmin` (stats, dead letters, trim)."""
+    max_payload_bytes: int | None = None
+    """The largest payload the broker accepts, when it has a limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaimed:
+    """What one ``Consumer.reclaim`` call took over."""
+
+    envelopes: Sequence[Envelope]
+    """Messages now owned by the calling consumer, with exact delivery counts."""
+    vanished: Sequence[str] = ()
+    """Ids of pending messages whose stored entry was deleted or trimmed; cleaned up."""
+
+
+class Consumer(Protocol):
+    """One handler's view of its streams within a consumer group."""
+
+    @property
+    def name(self) -> str:
+        """This consumer's unique name within its group."""
+        ...
+
+    async def ensure(self) -> None:
+        """Create the group on every stream, from the start, if it does not exist."""
+        ...
+
+    async def fetch(self, max_count: int, block_ms: int) -> Sequence[Envelope]:
+        """Up to ``max_count`` messages in total over all streams, waiting up to ``block_ms``."""
+        ...
+
+    async def settle(self, items: Sequence[tuple[Envelope, Outcome]]) -> None:
+        """Apply each outcome atomically; on partial failure raise ``SettleError``."""
+        ...
+
+    async def extend(self, envelopes: Sequence[Envelope]) -> None:
+        """Renew the lease of messages still being handled, counting no delivery."""
+        ...
+
+    async def release(self, envelopes: Sequence[Envelope]) -> None:
+        """Hand back fetched but unstarted messages so others take them at once."""
+        ...
+
+    async def reclaim(self, min_idle_ms: int, max_count: int) -> Reclaimed:
+        """Take over messages idle longer than ``min_idle_ms`` in any consumer of the group."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop using the consumer; closing twice is harmless."""
+        ...
+
+
+@runtime_checkable
+class Broker(Protocol[S]):
+    """A connection to a message broker, generic over its subscription type.
+
+    ``S`` is what tells the broker which consumer group to join and how (for Redis, a
+    ``RedisSubscription``), so passing another broker's subscription is a type error.
+    """
+
+    @property
+    def url(self) -> str:
+        """The broker's URL with any password redacted."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def publish(
+        self,
+        stream: str,
+        payload: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        delay_ms: int = 0,
+    ) -> str:
+        """Append one message; return its id (for a delayed message, its delay ticket)."""
+        ...
+
+    async def publish_many(
+        self,
+        stream: str,
+        payloads: Sequence[bytes],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Append many messages in one round trip; return their ids in order."""
+        ...
+
+    def subscription(self, group: str, *, consumer: str | None = None) -> S:
+        """The default subscription for a consumer group; ``consumer`` names this process's
+        consumer (by default unique per process: host, pid and a random suffix)."""
+        ...
+
+    def consumer(
+        self, subscription: S, streams: Sequence[str], *, handler: str
+    ) -> Consumer:
+        """A consumer of ``streams`` in the subscription's group, for the named handler."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    name: str
+    pending: int
+    idle_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """One consumer group on one stream; every message is in exactly one bucket."""
+
+    group: str
+    acked: int
+    dropped: int
+    dead_lettered: int
+    pending: int
+    lag: int
+    """Entries of the stream the group has not read yet."""
+    delayed: int
+    """Retries waiting for their time, outside the pending list."""
+    oldest_pending_ms: int | None
+    """Age of the oldest pending message, in milliseconds."""
+    consumers: Sequence[ConsumerInfo] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    stream: str
+    length: int
+    delayed: int
+    """Delayed publishes not yet in the stream."""
+    dead_letters: int
+    groups: Sequence[GroupStats]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A dead-lettered message with where it came from and why."""
+
+    id: str
+    """The dead-letter entry's own id (what ``replay``/``purge`` take)."""
+    original_id: str
+    stream: str
+    payload: bytes
+    headers: Mapping[str, str]
+    reason: str
+    deliveries: int
+    handler: str
+    group: str
+    dead_at_ms: int
+
+
+class StreamAdmin(Protocol):
+    """The admin facet: what ``pulses info``, ``dlq`` and ``trim`` use, on any broker."""
+
+    async def stats(self, stream: str) -> StreamStats: ...
+
+    async def dead_letters(self, stream: str, *, limit: int = 100) -> list[DeadLetterRecord]:
+        """Oldest first."""
+        ...
+
+    async def replay(self, stream: str, ids: Sequence[str] | None = None) -> list[str]:
+        """Publish dead letters anew (all when ``ids`` is None) and remove them; new ids."""
+        ...
+
+    async def purge(self, stream: str, ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters (all when ``ids`` is None); how many were removed."""
+        ...
+
+    async def trim(self, stream: str) -> int:
+        """Remove entries every group has acknowledged; how many were removed."""
+        ...
+
+
+def check_publish(
+    stream: object, payload: object, headers: object, delay_ms: object
+) -> None:
+    """Reject bad publish arguments with an error naming the argument; shared by brokers."""
+    if not isinstance(stream, str) or not stream:
+        raise TypeError(f"stream must be a non-empty str, got {stream!r}")
+    if not isinstance(payload, bytes):
+        raise TypeError(
+            f"payload for stream {stream!r} must be bytes, got {type(payload).__name__}"
+            " (encode text or JSON first)"
+        )
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            raise TypeError(f"headers for stream {stream!r} must be a mapping of str to str")
+        for key, value in headers.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(
+                    f"headers for stream {stream!r} must map str to str, got {key!r}: {value!r}"
+                )
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
+        raise ValueError(f"delay_ms for stream {stream!r} must be a non-negative int, got {delay_ms!r}")
+

@@ -1,0 +1,99 @@
+"""The message as a handler sees it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+__all__ = ["Envelope"]
+
+
+class Envelope:
+    """One delivery of one message: read-only, created by the broker.
+
+    ``deliveries`` is 1 on the first delivery and counts every redelivery, retry and
+    reclaim. ``fields`` are the entry's field/value pairs as stored, so an entry
+    written by a foreign producer is still delivered whole.
+
+    ``source`` is where the entry lives in the broker (the stream itself, or a
+    broker-private key such as a group's retry stream); brokers settle by it.
+    """
+
+    # Read-only properties over private slots: one of these is built per message on the
+    # hot path, and slot assignment is three times cheaper than a frozen dataclass.
+    __slots__ = ("_deliveries", "_enqueued_ms", "_fields", "_headers", "_id", "_payload",
+                 "_source", "_stream")
+
+    def __init__(
+        self,
+        id: str,
+        stream: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        deliveries: int,
+        enqueued_ms: int,
+        raw: Sequence[bytes] = (),
+        source: str | None = None,
+    ) -> None:
+        self._id = id
+        self._stream = stream
+        self._payload = payload
+        self._headers = headers
+        self._deliveries = deliveries
+        self._enqueued_ms = enqueued_ms
+        self._fields = raw
+        self._source = stream if source is None else source
+
+    @property
+    def id(self) -> str:
+        """The broker's id of this entry, e.g. ``"1732960000000-0"`` on Redis."""
+        return self._id
+
+    @property
+    def stream(self) -> str:
+        """The stream the message was published to."""
+        return self._stream
+
+    @property
+    def payload(self) -> bytes:
+        return self._payload
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    @property
+    def deliveries(self) -> int:
+        """1 on the first delivery; every redelivery, retry and reclaim adds one."""
+        return self._deliveries
+
+    @property
+    def enqueued_ms(self) -> int:
+        """When the message was first published, in Unix milliseconds."""
+        return self._enqueued_ms
+
+    @property
+    def enqueued_at(self) -> datetime:
+        return datetime.fromtimestamp(self._enqueued_ms / 1000, tz=UTC)
+
+    @property
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The raw field/value pairs of the stored entry, in order, duplicates and all."""
+        raw = self._fields
+        return list(zip(raw[::2], raw[1::2], strict=True))
+
+    @property
+    def raw(self) -> Sequence[bytes]:
+        """The stored entry as a flat ``[field, value, field, value, ...]`` sequence."""
+        return self._fields
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def __repr__(self) -> str:
+        return (
+            f"Envelope(id={self._id!r}, stream={self._stream!r}, "
+            f"payload=<{len(self._payload)} bytes>, headers={dict(self._headers)!r}, "
+            f"deliveries={self._deliveries})"
+        )

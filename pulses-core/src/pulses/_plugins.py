@@ -1,0 +1,107 @@
+"""Broker plugins: the plugin manager, the scheme registry, and ``connect(url)``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from pulses import _hookspecs
+from pulses._broker import Broker
+from pulses._errors import ConfigurationError, PluginConflict, UnknownScheme
+from pulses._hookspecs import BrokerFactory
+from pulses._urls import url_scheme
+
+__all__ = ["SchemeRegistry", "connect", "plugin_manager", "scheme_registry"]
+
+ENTRY_POINT_GROUP = "pulses"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")  # RFC 3986 §3.1
+
+# Which distribution adds a scheme we know of, for the "pip install ..." hint.
+_KNOWN_PACKAGES = {
+    "memory": "pulses-memory",
+    "redis": "pulses-redis",
+    "rediss": "pulses-redis",
+    "unix": "pulses-redis",
+}
+
+
+def plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager:
+    """A fresh plugin manager with the hook API; tests pass ``load_entrypoints=False``
+    and ``register`` their own plugins on it."""
+    pm = pluggy.PluginManager(_hookspecs.PROJECT)
+    pm.add_hookspecs(_hookspecs)
+    if load_entrypoints:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    pm.check_pending()  # a misspelt hook in any plugin is an error, not silence
+    return pm
+
+
+@dataclass(frozen=True, slots=True)
+class SchemeRegistry:
+    """Which factory connects which URL scheme, and which plugin registered it."""
+
+    factories: dict[str, BrokerFactory]
+    owners: dict[str, str]
+
+    def factory(self, url: str) -> BrokerFactory:
+        scheme = url_scheme(url)
+        try:
+            return self.factories[scheme]
+        except KeyError:
+            installed = ", ".join(sorted(self.factories)) or "none"
+            package = _KNOWN_PACKAGES.get(scheme, f"pulses-{scheme}")
+            raise UnknownScheme(
+                f"no broker for {scheme + '://'!r}; installed: {installed} "
+                f"(pip install {package}?)"
+            ) from None
+
+
+def scheme_registry(pm: pluggy.PluginManager) -> SchemeRegistry:
+    """Ask every plugin for its schemes; two plugins claiming one scheme is an error."""
+    factories: dict[str, BrokerFactory] = {}
+    owners: dict[str, str] = {}
+    for impl in pm.hook.register_brokers.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register(scheme: str, factory: BrokerFactory, owner: str = owner) -> None:
+            if not isinstance(scheme, str) or not _SCHEME.fullmatch(scheme):
+                raise ConfigurationError(f"plugin {owner!r} registered an invalid scheme {scheme!r}")
+            if not callable(factory):
+                raise ConfigurationError(
+                    f"plugin {owner!r} registered a factory for {scheme!r} that is not callable"
+                )
+            scheme = scheme.lower()
+            if scheme in owners and owners[scheme] != owner:
+                raise PluginConflict(
+                    f"scheme {scheme!r} is claimed by two plugins: {owners[scheme]!r} and "
+                    f"{owner!r}; uninstall one of them"
+                )
+            factories[scheme] = factory
+            owners[scheme] = owner
+
+        impl.function(register=register)
+    return SchemeRegistry(factories, owners)
+
+
+_default_registry: SchemeRegistry | None = None
+
+
+def _registry(plugins: pluggy.PluginManager | None) -> SchemeRegistry:
+    global _default_registry  # noqa: PLW0603  (built once per process, on first connect)
+    if plugins is not None:
+        return scheme_registry(plugins)
+    if _default_registry is None:
+        _default_registry = scheme_registry(plugin_manager())
+    return _default_registry
+
+
+async def connect(url: str, *, plugins: pluggy.PluginManager | None = None) -> Broker[Any]:
+    """Connect to the broker the URL names, through whichever plugin owns its scheme.
+
+    >>> broker = await pulses.connect("memory://")         # doctest: +SKIP
+    >>> broker = await pulses.connect("redis://localhost")  # doctest: +SKIP
+    """
+    return await _registry(plugins).factory(url)(url)

@@ -1,0 +1,1 @@
+"""Pulses in-memory broker."""

@@ -1,0 +1,1 @@
+"""Pulses Redis Streams broker."""
