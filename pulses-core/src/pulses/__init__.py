@@ -27,8 +27,8 @@ from pulses._errors import (
     PluginConflict,
     PulsesError,
     SettleError,
-    Unsupported,
     UnknownScheme,
+    Unsupported,
 )
 from pulses._handler import Context, Handler
 from pulses._hookspecs import BrokerFactory, Register, hookimpl

@@ -50,14 +50,7 @@ class App(Generic[B]):
         ]
         if reclaim_interval_ms is not None:
             errors += _positive_int("App", "reclaim_interval_ms", reclaim_interval_ms)
-        if (
-            isinstance(shutdown_timeout, bool)
-            or not isinstance(shutdown_timeout, int | float)
-            or not math.isfinite(shutdown_timeout)
-            or shutdown_timeout < 0
-        ):
-            errors.append(f"App.shutdown_timeout must be a finite number of seconds >= 0, "
-                          f"got {shutdown_timeout!r}")
+        errors += _seconds("App", "shutdown_timeout", shutdown_timeout, allow_zero=True)
         if errors:
             raise ConfigurationError("invalid app settings:\n  " + "\n  ".join(errors))
         self._broker = broker
@@ -93,8 +86,9 @@ class App(Generic[B]):
         claimed = {stream: h.name for h in self._handlers for stream in h.STREAMS}
         names = {h.name for h in self._handlers}
         for handler in handlers:
-            errors += _check_handler(handler, self._broker)
-            if errors and not isinstance(handler, Handler):
+            problems = _check_handler(handler, self._broker)
+            errors += problems
+            if problems and not _is_handler(handler):
                 continue
             if handler.name in names:
                 errors.append(f"{handler.name}: a handler of that name is already registered")
@@ -133,25 +127,36 @@ class App(Generic[B]):
     async def _run(self, token: CancellationToken) -> RunStats:
         caps = self._broker.capabilities
         logger.info(
-            "pulses starting on %s, %r: %s", self._broker.url, self._subscription,
+            "pulses starting on %s, %r: %s",
+            self._broker.url,
+            self._subscription,
             ", ".join(f"{h.name}[{', '.join(h.STREAMS)}]x{h.WORKERS}" for h in self._handlers),
         )
         runs = []
         for handler in self._handlers:
-            consumer = self._broker.consumer(self._subscription, handler.STREAMS,
-                                             handler=handler.name)
+            consumer = self._broker.consumer(
+                self._subscription, handler.STREAMS, handler=handler.name
+            )
             handler_token = token.child()
             ctx: Context[B] = Context(self._broker, handler_token, handler)
-            runs.append(run_handler(handler, consumer, ctx, handler_token, caps,
-                                    self._config, token))
+            runs.append(
+                run_handler(handler, consumer, ctx, handler_token, caps, self._config, token)
+            )
         results = await asyncio.gather(*runs)
         stats = RunStats({s.handler: s for s in results})
         total = stats.total
         logger.info(
             "pulses stopped: handled %d (acked %d, retried %d, dropped %d, dead-lettered %d, "
             "failed %d), released %d, abandoned %d, unsettled %d",
-            total.handled, total.acked, total.retried, total.dropped, total.dead_lettered,
-            total.failed, total.released, total.abandoned, total.unsettled,
+            total.handled,
+            total.acked,
+            total.retried,
+            total.dropped,
+            total.dead_lettered,
+            total.failed,
+            total.released,
+            total.abandoned,
+            total.unsettled,
         )
         return stats
 
@@ -165,6 +170,23 @@ def _positive_int(owner: str, name: str, value: object, minimum: int = 1) -> lis
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         return [f"{owner}.{name} must be an int >= {minimum}, got {value!r}"]
     return []
+
+
+def _seconds(owner: str, name: str, value: object, *, allow_zero: bool) -> list[str]:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        kind = "a finite number of seconds >= 0" if allow_zero else "a positive number of seconds"
+        return [f"{owner}.{name} must be {kind}, got {value!r}"]
+    return []
+
+
+def _is_handler(value: object) -> bool:
+    return isinstance(value, Handler)
 
 
 def _check_handler(handler: object, broker: Broker[Any]) -> list[str]:
@@ -181,9 +203,11 @@ def _check_handler(handler: object, broker: Broker[Any]) -> list[str]:
     elif not streams:
         errors.append(f"{name}.STREAMS is empty; name at least one stream")
     else:
-        for stream in streams:
-            if not isinstance(stream, str) or not stream:
-                errors.append(f"{name}.STREAMS holds {stream!r}; stream names are non-empty str")
+        errors.extend(
+            f"{name}.STREAMS holds {stream!r}; stream names are non-empty str"
+            for stream in streams
+            if not isinstance(stream, str) or not stream
+        )
         if len(set(streams)) != len(streams):
             errors.append(f"{name}.STREAMS names a stream twice: {streams!r}")
     worker_errors = _positive_int(name, "WORKERS", handler.WORKERS)
@@ -200,24 +224,20 @@ def _check_handler(handler: object, broker: Broker[Any]) -> list[str]:
     ]
     errors += backoff_errors
     if not backoff_errors and backoff > cap:
-        errors.append(f"{name}.RETRY_BACKOFF_MS ({backoff}) is above "
-                      f"RETRY_BACKOFF_MAX_MS ({cap})")
-    timeout = handler.TIMEOUT
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        errors.append(f"{name}.TIMEOUT must be None or a positive number of seconds, "
-                      f"got {timeout!r}")
+        errors.append(f"{name}.RETRY_BACKOFF_MS ({backoff}) is above RETRY_BACKOFF_MAX_MS ({cap})")
+    if handler.TIMEOUT is not None:
+        errors += _seconds(name, "TIMEOUT", handler.TIMEOUT, allow_zero=False)
     if not inspect.iscoroutinefunction(handler.handle):
         errors.append(f"{name}.handle must be an 'async def' method returning an Outcome")
     caps = broker.capabilities
     if not caps.dead_letters:
-        errors.append(f"{name}: the broker ({broker.url}) cannot store dead letters, which "
-                      "messages that fail MAX_DELIVERIES times need")
+        errors.append(
+            f"{name}: the broker ({broker.url}) cannot store dead letters, which "
+            "messages that fail MAX_DELIVERIES times need"
+        )
     if not caps.delayed_retry and handler.RETRY_BACKOFF_MAX_MS:
-        errors.append(f"{name}.RETRY_BACKOFF_MAX_MS: the broker ({broker.url}) cannot delay "
-                      "retries; set RETRY_BACKOFF_MS = RETRY_BACKOFF_MAX_MS = 0")
+        errors.append(
+            f"{name}.RETRY_BACKOFF_MAX_MS: the broker ({broker.url}) cannot delay "
+            "retries; set RETRY_BACKOFF_MS = RETRY_BACKOFF_MAX_MS = 0"
+        )
     return errors

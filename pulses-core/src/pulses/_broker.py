@@ -33,9 +33,14 @@ class Subscription(Generic[B_contra]):
 
     It is generic over the broker it belongs to, so ``App(redis_broker,
     MemorySubscription(...))`` is a type error rather than a runtime surprise.
+    Subclasses are frozen dataclasses with at least these fields.
     """
 
     __slots__ = ()
+    group: str
+    """The consumer group's name."""
+    consumer: str
+    """This process's consumer name within the group."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +154,7 @@ class Broker(Protocol[S]):
         consumer (by default unique per process: host, pid and a random suffix)."""
         ...
 
-    def consumer(
-        self, subscription: S, streams: Sequence[str], *, handler: str
-    ) -> Consumer:
+    def consumer(self, subscription: S, streams: Sequence[str], *, handler: str) -> Consumer:
         """A consumer of ``streams`` in the subscription's group, for the named handler."""
         ...
 
@@ -219,6 +222,7 @@ class DeadLetterRecord:
     dead_at_ms: int
 
 
+@runtime_checkable
 class StreamAdmin(Protocol):
     """The admin facet: what ``pulses info``, ``dlq`` and ``trim`` use, on any broker."""
 
@@ -241,9 +245,7 @@ class StreamAdmin(Protocol):
         ...
 
 
-def check_publish(
-    stream: object, payload: object, headers: object, delay_ms: object
-) -> None:
+def check_publish(stream: object, payload: object, headers: object, delay_ms: object) -> None:
     """Reject bad publish arguments with an error naming the argument; shared by brokers."""
     if not isinstance(stream, str) or not stream:
         raise TypeError(f"stream must be a non-empty str, got {stream!r}")
@@ -261,5 +263,6 @@ def check_publish(
                     f"headers for stream {stream!r} must map str to str, got {key!r}: {value!r}"
                 )
     if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
-        raise ValueError(f"delay_ms for stream {stream!r} must be a non-negative int, got {delay_ms!r}")
-
+        raise ValueError(
+            f"delay_ms for stream {stream!r} must be a non-negative int, got {delay_ms!r}"
+        )

@@ -21,8 +21,16 @@ class Envelope:
 
     # Read-only properties over private slots: one of these is built per message on the
     # hot path, and slot assignment is three times cheaper than a frozen dataclass.
-    __slots__ = ("_deliveries", "_enqueued_ms", "_fields", "_headers", "_id", "_payload",
-                 "_source", "_stream")
+    __slots__ = (
+        "_deliveries",
+        "_enqueued_ms",
+        "_fields",
+        "_headers",
+        "_id",
+        "_payload",
+        "_source",
+        "_stream",
+    )
 
     def __init__(
         self,

@@ -12,8 +12,8 @@ __all__ = [
     "PluginConflict",
     "PulsesError",
     "SettleError",
-    "Unsupported",
     "UnknownScheme",
+    "Unsupported",
 ]
 
 from collections.abc import Sequence

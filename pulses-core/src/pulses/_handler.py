@@ -36,7 +36,7 @@ class Handler(ABC, Generic[B_contra]):
     WORKERS: ClassVar[int] = 1
     """How many ``handle()`` calls run at once."""
     MAX_IN_FLIGHT: ClassVar[int | None] = None
-    """Messages fetched but not yet settled, at most; ``None`` means 2 × WORKERS."""
+    """Messages fetched but not yet settled, at most; ``None`` means 2 * WORKERS."""
     MAX_DELIVERIES: ClassVar[int] = 10
     """After this many failed deliveries a message is dead-lettered."""
     RETRY_BACKOFF_MS: ClassVar[int] = 1_000
@@ -100,4 +100,3 @@ class Context(Generic[B_co]):
     ) -> str:
         """Publish through the app's broker; see ``Broker.publish``."""
         return await self._broker.publish(stream, payload, headers=headers, delay_ms=delay_ms)
-

@@ -30,7 +30,9 @@ class Retry:
         # slip through a plain "< 0" check, so the type is checked first.
         value = self.after_ms
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"Retry.after_ms must be a non-negative int of milliseconds, got {value!r}")
+            raise TypeError(
+                f"Retry.after_ms must be a non-negative int of milliseconds, got {value!r}"
+            )
         if value < 0:
             raise ValueError(f"Retry.after_ms must be a non-negative int, got {value}")
 

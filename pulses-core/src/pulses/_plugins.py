@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
@@ -54,8 +54,7 @@ class SchemeRegistry:
             installed = ", ".join(sorted(self.factories)) or "none"
             package = _KNOWN_PACKAGES.get(scheme, f"pulses-{scheme}")
             raise UnknownScheme(
-                f"no broker for {scheme + '://'!r}; installed: {installed} "
-                f"(pip install {package}?)"
+                f"no broker for {scheme + '://'!r}; installed: {installed} (pip install {package}?)"
             ) from None
 
 
@@ -66,9 +65,11 @@ def scheme_registry(pm: pluggy.PluginManager) -> SchemeRegistry:
     for impl in pm.hook.register_brokers.get_hookimpls():
         owner = impl.plugin_name
 
-        def register(scheme: str, factory: BrokerFactory, owner: str = owner) -> None:
+        def register(scheme: object, factory: object, owner: str = owner) -> None:
             if not isinstance(scheme, str) or not _SCHEME.fullmatch(scheme):
-                raise ConfigurationError(f"plugin {owner!r} registered an invalid scheme {scheme!r}")
+                raise ConfigurationError(
+                    f"plugin {owner!r} registered an invalid scheme {scheme!r}"
+                )
             if not callable(factory):
                 raise ConfigurationError(
                     f"plugin {owner!r} registered a factory for {scheme!r} that is not callable"
@@ -79,7 +80,7 @@ def scheme_registry(pm: pluggy.PluginManager) -> SchemeRegistry:
                     f"scheme {scheme!r} is claimed by two plugins: {owners[scheme]!r} and "
                     f"{owner!r}; uninstall one of them"
                 )
-            factories[scheme] = factory
+            factories[scheme] = cast(BrokerFactory, factory)
             owners[scheme] = owner
 
         impl.function(register=register)
@@ -90,7 +91,7 @@ _default_registry: SchemeRegistry | None = None
 
 
 def _registry(plugins: pluggy.PluginManager | None) -> SchemeRegistry:
-    global _default_registry  # noqa: PLW0603  (built once per process, on first connect)
+    global _default_registry
     if plugins is not None:
         return scheme_registry(plugins)
     if _default_registry is None:

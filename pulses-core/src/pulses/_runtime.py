@@ -8,6 +8,7 @@ Nothing on the per-message path creates a task, takes a lock or logs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -56,8 +57,9 @@ class _Streak:
     def failed(self, exc: BaseException) -> float:
         self.failures += 1
         if self.failures == 1:
-            logger.warning("%s failed, retrying with backoff: %s: %s",
-                           self.what, type(exc).__name__, exc)
+            logger.warning(
+                "%s failed, retrying with backoff: %s: %s", self.what, type(exc).__name__, exc
+            )
         else:
             logger.debug("%s failed again (%d in a row): %r", self.what, self.failures, exc)
         return random.uniform(0, min(5.0, 0.05 * 2 ** min(self.failures, 10)))
@@ -124,10 +126,15 @@ class _HandlerRun:
             if policy.exhausted(env.deliveries):
                 # Delivered more often than allowed and never settled: its runs died with
                 # their process. Running it again could kill this one too.
-                self.to_settle.append((env, DeadLetter(
-                    f"delivered {env.deliveries} times without being settled "
-                    f"(MAX_DELIVERIES={policy.max_deliveries}); the handler never finished"
-                )))
+                self.to_settle.append(
+                    (
+                        env,
+                        DeadLetter(
+                            f"delivered {env.deliveries} times without being settled "
+                            f"(MAX_DELIVERIES={policy.max_deliveries}); the handler never finished"
+                        ),
+                    )
+                )
                 self.has_settlements.set()
             else:
                 queue.append(env)
@@ -171,8 +178,10 @@ class _HandlerRun:
                 self.stats.vanished += len(reclaimed.vanished)
                 logger.warning(
                     "handler %s: %d pending messages had been deleted or trimmed from the "
-                    "stream before they were handled: %s", self.handler.name,
-                    len(reclaimed.vanished), ", ".join(reclaimed.vanished[:10]),
+                    "stream before they were handled: %s",
+                    self.handler.name,
+                    len(reclaimed.vanished),
+                    ", ".join(reclaimed.vanished[:10]),
                 )
             if reclaimed.envelopes:
                 self.stats.reclaimed += len(reclaimed.envelopes)
@@ -222,17 +231,35 @@ class _HandlerRun:
         if result is _TimedOut:
             self.stats.timed_out += 1
             reason = f"HandlerTimeout: {name} ran longer than TIMEOUT={self.timeout}s"
-            logger.error("handler %s timed out on message %s of %s (delivery %d)",
-                         name, env.id, env.stream, env.deliveries)
+            logger.error(
+                "handler %s timed out on message %s of %s (delivery %d)",
+                name,
+                env.id,
+                env.stream,
+                env.deliveries,
+            )
         elif isinstance(result, BaseException):
             reason = f"{type(result).__name__}: {result}"
-            logger.error("handler %s raised on message %s of %s (delivery %d)",
-                         name, env.id, env.stream, env.deliveries, exc_info=result)
+            logger.error(
+                "handler %s raised on message %s of %s (delivery %d)",
+                name,
+                env.id,
+                env.stream,
+                env.deliveries,
+                exc_info=result,
+            )
         else:
-            reason = (f"TypeError: {name}.handle returned {type(result).__name__}, "
-                      "not an Outcome (Ack, Retry, Drop or DeadLetter)")
-            logger.error("handler %s returned %r for message %s of %s; expected an Outcome",
-                         name, result, env.id, env.stream)
+            reason = (
+                f"TypeError: {name}.handle returned {type(result).__name__}, "
+                "not an Outcome (Ack, Retry, Drop or DeadLetter)"
+            )
+            logger.error(
+                "handler %s returned %r for message %s of %s; expected an Outcome",
+                name,
+                result,
+                env.id,
+                env.stream,
+            )
         return self.policy.on_failure(env.deliveries, reason)
 
     # -- settling -----------------------------------------------------------------
@@ -362,8 +389,9 @@ class _HandlerRun:
             await asyncio.gather(*running, return_exceptions=True)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
-                logger.error("worker of handler %s died", self.handler.name,
-                             exc_info=task.exception())
+                logger.error(
+                    "worker of handler %s died", self.handler.name, exc_info=task.exception()
+                )
         # Flush every settlement, giving a broker that is down a bounded time to return.
         self.settle_closed = True
         self.has_settlements.set()
@@ -388,8 +416,12 @@ class _HandlerRun:
             await self.consumer.release(unstarted)
         except Exception as exc:
             # Still pending in our name: reclaimed once idle, or by our restart.
-            logger.warning("releasing %d unstarted messages of handler %s failed: %r",
-                           len(unstarted), self.handler.name, exc)
+            logger.warning(
+                "releasing %d unstarted messages of handler %s failed: %r",
+                len(unstarted),
+                self.handler.name,
+                exc,
+            )
             self.stats.unsettled += len(unstarted)
             return
         self.stats.released += len(unstarted)
@@ -412,10 +444,8 @@ async def _pause(token: CancellationToken, seconds: float) -> None:
     """Sleep, but wake at once when the token fires."""
     if token.cancelled:
         return
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(token.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 async def run_handler(
@@ -430,4 +460,3 @@ async def run_handler(
     """Run one handler until ``app_token`` fires, then shut it down; return its counters."""
     run = _HandlerRun(handler, consumer, ctx, handler_token, capabilities, config, app_token)
     return await run.run()
-

@@ -28,7 +28,7 @@ def redact_url(url: str) -> str:
         # "redis://secret@host" puts the password where the user goes (redis-py reads it
         # as a password when no user is configured), so hide it too.
         userinfo = "***"
-    return f"{match['scheme']}{userinfo}@{url[match.end():]}"
+    return f"{match['scheme']}{userinfo}@{url[match.end() :]}"
 
 
 def url_scheme(url: object) -> str:
