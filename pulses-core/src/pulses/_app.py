@@ -32,6 +32,9 @@ class App(Generic[B]):
     ``claim_idle_ms`` is how long a message must sit idle in a dead or hung consumer
     before another consumer takes it over; live consumers extend their leases every
     ``claim_idle_ms / 3``, so a long job is never taken from a live worker.
+    ``block_ms`` is how long one fetch waits for new messages; a shutdown waits for
+    the fetch under way (at most that long) so that what it brings is released, not
+    stranded in the pending list.
     """
 
     def __init__(
@@ -40,7 +43,7 @@ class App(Generic[B]):
         subscription: Subscription[B],
         *,
         claim_idle_ms: int = 60_000,
-        block_ms: int = 2_000,
+        block_ms: int = 1_000,
         reclaim_interval_ms: int | None = None,
         shutdown_timeout: float = 25.0,
     ) -> None:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 from pulses._errors import InvalidURL
 
 __all__ = ["redact_url", "url_scheme"]
-
-# Up to the last "@" before the path: passwords may contain "@" and ":" themselves.
-_USERINFO = re.compile(r"^(?P<scheme>[^:/?#]+://)(?P<userinfo>[^/?#]*)@")
-
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``; safe for logs, reprs and errors.
@@ -19,16 +14,19 @@ def redact_url(url: str) -> str:
     >>> redact_url("redis://app:s3cret@cache:6379/0")
     'redis://app:***@cache:6379/0'
     """
-    match = _USERINFO.match(url)
-    if match is None:
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # malformed: still hide whatever stands before an "@"
+        scheme, rest = "", url
+    else:
+        scheme += sep
+    # Up to the last "@": a password may hold "@", ":" and "/" when not percent-encoded.
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
         return url
-    user, sep, _ = match["userinfo"].partition(":")
-    userinfo = f"{user}:***" if sep else user
-    if not sep and user:
-        # "redis://secret@host" puts the password where the user goes (redis-py reads it
-        # as a password when no user is configured), so hide it too.
-        userinfo = "***"
-    return f"{match['scheme']}{userinfo}@{url[match.end() :]}"
+    user, colon, _ = userinfo.partition(":")
+    # "redis://secret@host" is read as a bare password by some clients: hide it too.
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}{shown}@{host}"
 
 
 def url_scheme(url: object) -> str:

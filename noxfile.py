@@ -1,0 +1,66 @@
+"""Sessions: tests (every installed CPython 3.11-3.13), lint, typecheck."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import nox
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+PACKAGES = ["-e", "./pulses-core", "-e", "./pulses-memory", "-e", "./pulses-redis"]
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+# "Every CPython that is installed": a machine without 3.12 still runs the others.
+nox.options.error_on_missing_interpreters = False
+nox.options.reuse_venv = "yes"
+
+
+def _expose_pyenv_versions() -> None:
+    """pyenv's python3.X shims answer only for the selected versions: select all ours."""
+    if "PYENV_VERSION" in os.environ or shutil.which("pyenv") is None:
+        return
+    listed = subprocess.run(
+        ["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    wanted = [v for v in listed if re.fullmatch(r"3\.1[123]\.\d+", v)]
+    if wanted:
+        os.environ["PYENV_VERSION"] = ":".join(sorted(wanted, reverse=True))
+
+
+_expose_pyenv_versions()
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    requirements = [r for g in groups for r in nox.project.dependency_groups(PYPROJECT, g)]
+    session.install(*PACKAGES, *requirements)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The whole test suite; real-Redis tests start their own redis-server."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    _install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the three packages and the typing tests."""
+    _install(session, "typecheck")
+    session.run(
+        "mypy",
+        "pulses-core/src",
+        "pulses-memory/src",
+        "pulses-redis/src",
+        "tests/typing",
+    )

@@ -1,0 +1,101 @@
+"""Broker plugins: discovery by entry point, schemes, conflicts and the errors users see."""
+
+from importlib.metadata import entry_points
+from types import SimpleNamespace
+from typing import Any
+
+import pluggy
+import pytest
+
+import pulses
+from pulses import ConfigurationError, PluginConflict, UnknownScheme, hookimpl
+from pulses._plugins import scheme_registry
+
+
+def _plugin(*schemes: str, made: list[str] | None = None) -> object:
+    async def factory(url: str) -> Any:
+        if made is not None:
+            made.append(url)
+        return SimpleNamespace(url=url)
+
+    class Plugin:
+        @hookimpl
+        def register_brokers(self, register: pulses.Register) -> None:
+            for scheme in schemes:
+                register(scheme, factory)
+
+    return Plugin()
+
+
+def _manager(**plugins: object) -> pluggy.PluginManager:
+    pm = pulses.plugin_manager(load_entrypoints=False)
+    for name, plugin in plugins.items():
+        pm.register(plugin, name=name)
+    return pm
+
+
+async def test_connect_picks_the_factory_registered_for_the_scheme():
+    made: list[str] = []
+    pm = _manager(fake=_plugin("fake", "FAKES", made=made))
+    broker = await pulses.connect("fake://host/1", plugins=pm)
+    assert broker.url == "fake://host/1"
+    await pulses.connect("Fakes://x", plugins=pm)  # schemes are case-insensitive
+    assert made == ["fake://host/1", "Fakes://x"]
+
+
+async def test_an_unknown_scheme_names_installed_schemes_and_the_package_to_install():
+    pm = _manager(fake=_plugin("fake"))
+    with pytest.raises(UnknownScheme) as info:
+        await pulses.connect("amqp://guest:guest@localhost", plugins=pm)
+    message = str(info.value)
+    assert "'amqp://'" in message
+    assert "installed: fake" in message
+    assert "pip install pulses-amqp" in message
+    assert "guest:guest" not in message
+
+
+async def test_a_known_scheme_without_its_plugin_names_the_package():
+    with pytest.raises(UnknownScheme, match="pip install pulses-redis"):
+        await pulses.connect("rediss://localhost", plugins=_manager())
+
+
+async def test_two_plugins_claiming_one_scheme_is_an_error_naming_both():
+    pm = _manager(first=_plugin("dup"), second=_plugin("dup"))
+    with pytest.raises(PluginConflict) as info:
+        await pulses.connect("dup://x", plugins=pm)
+    assert "first" in str(info.value)
+    assert "second" in str(info.value)
+
+
+async def test_a_plugin_registering_garbage_is_named():
+    class Bad:
+        @hookimpl
+        def register_brokers(self, register: pulses.Register) -> None:
+            register("not a scheme", None)  # type: ignore[arg-type]  # deliberately wrong
+
+    with pytest.raises(ConfigurationError, match="plugin 'bad' registered an invalid scheme"):
+        await pulses.connect("x://", plugins=_manager(bad=Bad()))
+
+
+def test_a_misspelt_hook_is_caught_when_the_plugin_registers():
+    class Typo:
+        @hookimpl
+        def register_broker(self, register: pulses.Register) -> None:
+            """Missing the s."""
+
+    pm = _manager(typo=Typo())
+    with pytest.raises(pluggy.PluginValidationError):
+        pm.check_pending()
+
+
+def test_every_installed_pulses_entry_point_loads_and_implements_the_hook():
+    found = {ep.name: ep for ep in entry_points(group="pulses")}
+    assert {"memory", "redis"} <= set(found)
+    for ep in found.values():
+        assert callable(getattr(ep.load(), "register_brokers", None)), ep.value
+
+
+def test_the_default_manager_knows_the_installed_brokers():
+    registry = scheme_registry(pulses.plugin_manager())
+    assert {"memory", "redis", "rediss", "unix"} <= set(registry.factories)
+    assert registry.owners["memory"] == "memory"
