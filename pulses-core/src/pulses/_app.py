@@ -7,7 +7,7 @@ import inspect
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, cast
 
 from pulses._broker import Broker, Subscription
 from pulses._cancel import CancellationToken
@@ -19,6 +19,7 @@ from pulses._stats import RunStats
 __all__ = ["App"]
 
 B = TypeVar("B", bound=Broker[Any])
+B2 = TypeVar("B2", bound=Broker[Any])
 
 logger = logging.getLogger("pulses")
 
@@ -65,6 +66,7 @@ class App(Generic[B]):
             reclaim_interval_ms=reclaim_interval_ms or max(1, claim_idle_ms // 2),
             shutdown_timeout=float(shutdown_timeout),
         )
+        self._reclaim_interval_ms = reclaim_interval_ms
         self._handlers: list[Handler[B]] = []
         self._running = False
 
@@ -79,6 +81,38 @@ class App(Generic[B]):
     @property
     def handlers(self) -> Sequence[Handler[B]]:
         return tuple(self._handlers)
+
+    def using(
+        self,
+        broker: B2,
+        *,
+        shutdown_timeout: float | None = None,
+        claim_idle_ms: int | None = None,
+        block_ms: int | None = None,
+    ) -> App[B2]:
+        """The same app (group, consumer name, handlers, settings) on another broker,
+        with any setting given here replaced.
+
+        What ``pulses worker --url`` does; handy in tests too:
+        ``run_until_drained(app.using(MemoryBroker()))``.
+        """
+        config = self._config
+        subscription = broker.subscription(
+            self._subscription.group, consumer=self._subscription.consumer
+        )
+        app = App(
+            broker,
+            subscription,
+            claim_idle_ms=config.claim_idle_ms if claim_idle_ms is None else claim_idle_ms,
+            block_ms=config.block_ms if block_ms is None else block_ms,
+            reclaim_interval_ms=self._reclaim_interval_ms,
+            shutdown_timeout=(
+                config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+            ),
+        )
+        # Handlers typed for this app's broker are moved to another: that is the point,
+        # and a handler uses its context's broker only through the Broker protocol.
+        return app.register(*cast("list[Handler[B2]]", self._handlers))
 
     def register(self, *handlers: Handler[B]) -> Self:
         """Add handlers after checking every setting of every one of them at once.

@@ -63,6 +63,8 @@ class Capabilities:
     """The broker is also a :class:`StreamAdmin` (stats, dead letters, trim)."""
     max_payload_bytes: int | None = None
     """The largest payload the broker accepts, when it has a limit."""
+    process_local: bool = False
+    """The data lives inside one process, so other processes cannot share the work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +228,10 @@ class DeadLetterRecord:
 class StreamAdmin(Protocol):
     """The admin facet: what ``pulses info``, ``dlq`` and ``trim`` use, on any broker."""
 
+    async def streams(self) -> list[str]:
+        """Every stream that has a consumer group or dead letters, sorted."""
+        ...
+
     async def stats(self, stream: str) -> StreamStats: ...
 
     async def dead_letters(self, stream: str, *, limit: int = 100) -> list[DeadLetterRecord]:
@@ -240,8 +246,8 @@ class StreamAdmin(Protocol):
         """Delete dead letters (all when ``ids`` is None); how many were removed."""
         ...
 
-    async def trim(self, stream: str) -> int:
-        """Remove entries every group has acknowledged; how many were removed."""
+    async def trim(self, stream: str, *, dry_run: bool = False) -> int:
+        """Remove entries every group has acknowledged; how many were (or would be) removed."""
         ...
 
 

@@ -8,6 +8,7 @@ from pulses._errors import InvalidURL
 
 __all__ = ["redact_url", "url_scheme"]
 
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``; safe for logs, reprs and errors.
 

@@ -5,7 +5,7 @@ admin facet) until its work is done. Broker authors find the conformance suite i
 ``pulses.testing.conformance`` (needs pytest).
 """
 
-from pulses.testing._drain import run_until_drained
+from pulses._drain import run_until_drained
 from pulses.testing._harness import BrokerHarness
 
 __all__ = ["BrokerHarness", "run_until_drained"]

@@ -1,4 +1,4 @@
-"""Run an app in a test until its streams are drained, then stop it."""
+"""Run an app until its streams are drained, then stop it: for tests and batch runs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ __all__ = ["run_until_drained"]
 
 
 async def run_until_drained(
-    app: App[Any], *, timeout: float = 10.0, poll_interval: float = 0.01
+    app: App[Any],
+    *,
+    timeout: float | None = 10.0,  # noqa: ASYNC109  (a deadline for the drain, not for one await)
+    token: CancellationToken | None = None,
+    poll_interval: float = 0.01,
 ) -> RunStats:
     """Run ``app`` until none of its streams has anything unread, pending or delayed for
     its group, then shut it down gracefully and return the run's counters.
@@ -23,29 +27,33 @@ async def run_until_drained(
     >>> stats = await run_until_drained(app)      # doctest: +SKIP
     >>> assert stats.total.dead_lettered == 1     # doctest: +SKIP
 
-    Raises ``TimeoutError`` naming what is left when ``timeout`` seconds pass first.
+    Raises ``TimeoutError`` naming what is left when ``timeout`` seconds pass first
+    (``None``: no limit). Firing ``token`` stops the run early, as with ``App.run``.
     """
     broker = app.broker
     if not broker.capabilities.admin or not isinstance(broker, StreamAdmin):
-        raise Unsupported(f"run_until_drained needs a broker with the admin facet; {broker.url} "
-                          "has none")
+        raise Unsupported(
+            f"run_until_drained needs a broker with the admin facet; {broker.url} has none"
+        )
     streams = [stream for handler in app.handlers for stream in handler.STREAMS]
     group = app.subscription.group
-    token = CancellationToken()
-    run = asyncio.create_task(app.run(token))
+    stop = token.child() if token is not None else CancellationToken()
+    run = asyncio.create_task(app.run(stop))
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    left: list[str] = []
+    deadline = None if timeout is None else loop.time() + timeout
     try:
-        while not run.done():
+        while not run.done() and not stop.cancelled:
             left = await _left(broker, streams, group)
             if not left:
                 break
-            if loop.time() > deadline:
+            if deadline is not None and loop.time() > deadline:
                 raise TimeoutError(f"not drained after {timeout}s: " + "; ".join(left))
             await asyncio.wait([run], timeout=poll_interval)
-    finally:
-        token.cancel()
+    except BaseException:
+        stop.cancel()
+        await asyncio.gather(run, return_exceptions=True)  # shut down before reporting
+        raise
+    stop.cancel()
     return await run
 
 
@@ -55,10 +63,11 @@ async def _left(admin: StreamAdmin, streams: list[str], group: str) -> list[str]
         stats = await admin.stats(stream)
         if stats.delayed:
             left.append(f"{stream}: {stats.delayed} delayed publishes")
-        for g in stats.groups:
-            if g.group == group and (g.pending or g.lag or g.delayed):
-                left.append(f"{stream}/{group}: {g.lag} unread, {g.pending} pending, "
-                            f"{g.delayed} delayed retries")
+        left.extend(
+            f"{stream}/{group}: {g.lag} unread, {g.pending} pending, {g.delayed} delayed retries"
+            for g in stats.groups
+            if g.group == group and (g.pending or g.lag or g.delayed)
+        )
         if not any(g.group == group for g in stats.groups) and stats.length:
             left.append(f"{stream}: group {group} not created yet")
     return left

@@ -1,0 +1,94 @@
+"""``pulses worker -w N``: N worker processes, each its own consumer, kept alive.
+
+Signals reach every child: the first SIGTERM/SIGINT drains them, a second forces them.
+A child that fails (a non-zero exit, a kill) while the supervisor is not stopping is
+started again, with a growing pause when children keep dying, so a crash loop cannot
+spin; a child that exits 0 by itself (``--burst``) is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+__all__ = ["supervise"]
+
+logger = logging.getLogger("pulses.worker")
+
+_MAX_PAUSE = 30.0
+
+
+def supervise(child_args: Sequence[str], processes: int) -> int:
+    """Run ``python -m pulses <child_args>`` ``processes`` times; return the exit code."""
+    command = [sys.executable, "-m", "pulses", *child_args]
+    children: list[subprocess.Popen[bytes] | None] = [None] * processes
+    restarts_at = [0.0] * processes
+    started_at = [0.0] * processes
+    pauses = [0.0] * processes
+    signals_seen: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        signals_seen.append(signum)
+        for child in children:
+            if child is not None and child.poll() is None:
+                child.send_signal(signum)
+
+    def start(slot: int) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(command)  # noqa: S603  (our own interpreter and module)
+        children[slot] = child
+        started_at[slot] = time.monotonic()
+        return child
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for slot in range(processes):
+            start(slot)
+        logger.info(
+            "started %d worker processes: %s",
+            processes,
+            ", ".join(str(c.pid) for c in children if c is not None),
+        )
+        codes: list[int] = [0] * processes
+        while True:
+            alive = 0
+            for slot, child in enumerate(children):
+                if child is None:
+                    if not signals_seen and time.monotonic() >= restarts_at[slot]:
+                        logger.warning(
+                            "restarted worker process %d as pid %d", slot, start(slot).pid
+                        )
+                        alive += 1
+                    continue
+                code = child.poll()
+                if code is None:
+                    alive += 1
+                    continue
+                codes[slot] = code
+                if signals_seen or code == 0:
+                    continue
+                # Died on its own: start it again after a pause that grows while it keeps
+                # dying young, and starts small again after a long life.
+                lived = time.monotonic() - started_at[slot]
+                pauses[slot] = (
+                    0.5 if lived > _MAX_PAUSE else min(_MAX_PAUSE, pauses[slot] * 2 or 0.5)
+                )
+                restarts_at[slot] = time.monotonic() + pauses[slot]
+                children[slot] = None
+                logger.error(
+                    "worker process pid %d exited with %d; restarting in %.1fs",
+                    child.pid,
+                    code,
+                    pauses[slot],
+                )
+                alive += 1
+            if alive == 0:
+                return max(codes, default=0)
+            time.sleep(0.05)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

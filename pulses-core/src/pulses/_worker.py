@@ -1,0 +1,83 @@
+"""One worker process: run an app until SIGTERM/SIGINT, drain on the first, force on the second."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from pulses._app import App
+from pulses._broker import StreamAdmin
+from pulses._cancel import CancellationToken
+from pulses._drain import run_until_drained
+from pulses._stats import RunStats
+
+__all__ = ["EXIT_FORCED", "check", "serve"]
+
+logger = logging.getLogger("pulses.worker")
+
+EXIT_FORCED = 130
+"""A second signal stopped the worker before running handlers finished."""
+
+
+async def serve(app: App[Any], *, burst: bool) -> int:
+    """Run until a signal (or, with ``burst``, until the streams are drained); exit code."""
+    token = CancellationToken()
+    runner = run_until_drained(app, timeout=None, token=token) if burst else app.run(token)
+    run: asyncio.Task[RunStats] = asyncio.create_task(runner)
+    signals = 0
+
+    def on_signal(signum: signal.Signals) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            logger.warning(
+                "%s: finishing running handlers, then stopping; press Ctrl+C again to force",
+                signum.name,
+            )
+            token.cancel()
+        else:
+            logger.warning("%s again: stopping now; unfinished messages stay pending", signum.name)
+            run.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await run
+    except asyncio.CancelledError:
+        return EXIT_FORCED
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await app.broker.aclose()
+    return 0
+
+
+async def check(app: App[Any]) -> list[str]:
+    """Problems that would keep the app from working: unreachable broker, missing groups."""
+    broker = app.broker
+    group = app.subscription.group
+    problems: list[str] = []
+    try:
+        if not broker.capabilities.admin or not isinstance(broker, StreamAdmin):
+            # Without the admin facet, reaching the broker is all that can be shown.
+            for handler in app.handlers:
+                consumer = broker.consumer(app.subscription, handler.STREAMS, handler=handler.name)
+                await consumer.ensure()
+                await consumer.aclose()
+            return problems
+        for handler in app.handlers:
+            for stream in handler.STREAMS:
+                stats = await broker.stats(stream)
+                if not any(g.group == group for g in stats.groups):
+                    problems.append(
+                        f"stream {stream!r} has no consumer group {group!r} yet "
+                        "(a worker creates it when it starts)"
+                    )
+    except Exception as exc:
+        problems.append(f"cannot reach {broker.url}: {type(exc).__name__}: {exc}")
+    finally:
+        await broker.aclose()
+    return problems
