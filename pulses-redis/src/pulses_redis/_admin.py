@@ -1,0 +1,238 @@
+"""The admin facet of the Redis broker: stats, dead letters, acknowledgement-aware trim."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pulses import ConsumerInfo, DeadLetterRecord, GroupStats, StreamStats, decode_fields
+from pulses_redis._connection import Connection
+from pulses_redis._consumer import without_delivery_fields
+from pulses_redis._keys import StreamKeys
+from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, run_script
+from redis import exceptions as rx
+
+__all__ = ["AdminFacet"]
+
+_META_FIELDS = 12
+"""A dead-letter record's leading fields: original_id, stream, reason, deliveries,
+handler, group (name/value pairs); the original entry's raw fields follow."""
+_PAGE = 1000
+
+
+class AdminFacet:
+    """:class:`pulses.StreamAdmin` over the connection a RedisBroker holds."""
+
+    _conn: Connection
+
+    async def stats(self, stream: str) -> StreamStats:
+        """Every published message of each group is in exactly one bucket."""
+        self._conn.check("stats")
+        keys = StreamKeys(stream)
+        async with self._conn.errors(
+            "reading stats",
+            stream=stream,
+            keys={stream: "stream", keys.delayed: "zset", keys.dead: "stream"},
+        ):
+            length, delayed, dead, infos = await run_pipeline(
+                self._conn.client,
+                [
+                    ("XLEN", stream),
+                    ("ZCARD", keys.delayed),
+                    ("XLEN", keys.dead),
+                    ("XINFO", "GROUPS", stream),
+                ],
+            )
+            for result in (length, delayed, dead):
+                if isinstance(result, Exception):
+                    raise result
+            groups = [] if isinstance(infos, rx.ResponseError) and _no_key(infos) else infos
+            if isinstance(groups, Exception):
+                raise groups
+            stats = [await self._group_stats(stream, _pairs(info)) for info in groups]
+        return StreamStats(stream, length, delayed, dead, stats)
+
+    async def _group_stats(self, stream: str, info: dict[bytes, Any]) -> GroupStats:
+        group = info[b"name"].decode()
+        keys = StreamKeys(stream, group)
+        counts, delayed, retry_infos, *rest = await run_pipeline(
+            self._conn.client,
+            [
+                ("HGETALL", keys.counts),
+                ("ZCARD", keys.retry_delayed),
+                ("XINFO", "GROUPS", keys.retry),
+                ("XPENDING", stream, group),
+                ("XPENDING", keys.retry, group),
+                ("XINFO", "CONSUMERS", stream, group),
+                ("XINFO", "CONSUMERS", keys.retry, group),
+            ],
+        )
+        for result in (counts, delayed):
+            if isinstance(result, Exception):
+                raise result
+        counters = {k.decode(): int(v) for k, v in _pairs(counts).items()}
+        lag = await self._lag(stream, info)
+        retry_info = next((_pairs(i) for i in _ok(retry_infos) if i[1] == info[b"name"]), None)
+        if retry_info is not None:
+            lag += await self._lag(keys.retry, retry_info)
+        summaries = _ok(rest[:2])
+        pending = sum(s[0] for s in summaries)
+        oldest_ids = [s[1].decode() for s in summaries if s[0]]
+        oldest = None
+        if oldest_ids:
+            first_ms = min(int(i.split("-")[0]) for i in oldest_ids)
+            oldest = max(0, int(time.time() * 1000) - first_ms)
+        consumers: dict[str, ConsumerInfo] = {}
+        for entries in _ok(rest[2:]):
+            for entry in entries:
+                c = _pairs(entry)
+                name = c[b"name"].decode(errors="replace")
+                seen = consumers.get(name)
+                pending_c, idle = int(c[b"pending"]), int(c[b"idle"])
+                if seen is not None:
+                    pending_c += seen.pending
+                    idle = min(idle, seen.idle_ms)
+                consumers[name] = ConsumerInfo(name, pending_c, idle)
+        return GroupStats(
+            group=group,
+            acked=counters.get("acked", 0),
+            dropped=counters.get("dropped", 0),
+            dead_lettered=counters.get("dead_lettered", 0),
+            pending=pending,
+            lag=lag,
+            delayed=delayed,
+            oldest_pending_ms=oldest,
+            consumers=tuple(consumers.values()),
+        )
+
+    async def _lag(self, key: str, info: dict[bytes, Any]) -> int:
+        lag = info.get(b"lag")
+        if isinstance(lag, int):
+            return lag
+        # Redis cannot tell the lag after deletions in the middle of the stream (or is
+        # older than 7.0): count what lies after the group's last delivered id.
+        count, start = 0, b"(" + info[b"last-delivered-id"]
+        while True:
+            page = await command(self._conn.client, "XRANGE", key, start, "+", "COUNT", _PAGE)
+            count += len(page)
+            if len(page) < _PAGE:
+                return count
+            start = b"(" + page[-1][0]
+
+    async def dead_letters(self, stream: str, *, limit: int = 100) -> list[DeadLetterRecord]:
+        """Oldest first."""
+        self._conn.check("dead_letters")
+        keys = StreamKeys(stream)
+        async with self._conn.errors(
+            "listing dead letters", stream=stream, keys={keys.dead: "stream"}
+        ):
+            entries = await command(
+                self._conn.client, "XRANGE", keys.dead, "-", "+", "COUNT", limit
+            )
+        return [_record(stream, entry_id, fields) for entry_id, fields in entries]
+
+    async def replay(self, stream: str, ids: Sequence[str] | None = None) -> list[str]:
+        """Publish dead letters anew with their deliveries reset, and remove them."""
+        self._conn.check("replay")
+        keys = StreamKeys(stream)
+        client = self._conn.client
+        new_ids: list[str] = []
+        async with self._conn.errors(
+            "replaying dead letters", stream=stream, keys={keys.dead: "stream", stream: "stream"}
+        ):
+            for entries in await self._dead_entries(keys.dead, ids):
+                commands = [
+                    REPLAY.call(
+                        [keys.dead, stream],
+                        [entry_id, *without_delivery_fields(fields[_META_FIELDS:])],
+                    )
+                    for entry_id, fields in entries
+                ]
+                for result in await run_pipeline(client, commands):
+                    if isinstance(result, Exception):
+                        raise result
+                    if result:  # None: replayed already by someone else
+                        new_ids.append(result.decode())
+        return new_ids
+
+    async def _dead_entries(self, dead: str, ids: Sequence[str] | None) -> list[list[Any]]:
+        client = self._conn.client
+        if ids is not None:
+            found = await run_pipeline(client, [("XRANGE", dead, i, i) for i in ids])
+            for result in found:
+                if isinstance(result, Exception):
+                    raise result
+            return [[entry for entries in found for entry in entries]]
+        pages, start = [], b"-"
+        while True:
+            page = await command(client, "XRANGE", dead, start, "+", "COUNT", _PAGE)
+            pages.append(page)
+            if len(page) < _PAGE:
+                return pages
+            start = b"(" + page[-1][0]
+
+    async def purge(self, stream: str, ids: Sequence[str] | None = None) -> int:
+        self._conn.check("purge")
+        keys = StreamKeys(stream)
+        async with self._conn.errors(
+            "purging dead letters", stream=stream, keys={keys.dead: "stream"}
+        ):
+            if ids is None:
+                removed: int = await run_script(self._conn.client, PURGE, [keys.dead])
+            elif ids:
+                removed = await command(self._conn.client, "XDEL", keys.dead, *ids)
+            else:
+                removed = 0
+        return removed
+
+    async def trim(self, stream: str) -> int:
+        """Remove the entries every group has acknowledged; never a blind MAXLEN."""
+        self._conn.check("trim")
+        async with self._conn.errors("trimming", stream=stream, keys={stream: "stream"}):
+            removed: int = await run_script(self._conn.client, TRIM, [stream])
+        return removed
+
+
+def _pairs(flat: Sequence[Any]) -> dict[bytes, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _no_key(exc: BaseException) -> bool:
+    return "no such key" in str(exc)
+
+
+def _ok(results: Sequence[Any]) -> list[Any]:
+    """Results of commands on keys that may not exist (a group's retry stream)."""
+    ok = []
+    for result in results:
+        if isinstance(result, rx.ResponseError) and (_no_key(result) or "NOGROUP" in str(result)):
+            continue
+        if isinstance(result, Exception):
+            raise result
+        ok.append(result)
+    return ok
+
+
+def _record(stream: str, entry_id: bytes, fields: Sequence[bytes]) -> DeadLetterRecord:
+    meta = _pairs(fields[:_META_FIELDS])
+    raw = fields[_META_FIELDS:]
+    payload, headers, _, _ = decode_fields(raw)
+    eid = entry_id.decode()
+
+    def text(name: bytes) -> str:
+        return bytes(meta.get(name, b"")).decode(errors="replace")
+
+    deliveries = meta.get(b"deliveries", b"0")
+    return DeadLetterRecord(
+        id=eid,
+        original_id=text(b"original_id"),
+        stream=stream,
+        payload=payload,
+        headers=headers,
+        reason=text(b"reason"),
+        deliveries=int(deliveries) if deliveries.isdigit() else 0,
+        handler=text(b"handler"),
+        group=text(b"group"),
+        dead_at_ms=int(eid.split("-")[0]),
+    )

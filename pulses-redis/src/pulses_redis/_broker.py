@@ -1,0 +1,167 @@
+"""RedisBroker and RedisSubscription: Pulses on Redis Streams consumer groups."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from redis.asyncio import Redis
+
+from pulses import Capabilities, ConfigurationError, Subscription, check_publish, encode_fields
+from pulses_redis._admin import AdminFacet
+from pulses_redis._connection import Connection, client_from_url
+from pulses_redis._consumer import RedisConsumer
+from pulses_redis._keys import StreamKeys
+from pulses_redis._scripts import SCHEDULE, Arg, command, run_pipeline, run_script
+
+__all__ = ["RedisBroker", "RedisSubscription", "default_consumer_name"]
+
+_CAPABILITIES = Capabilities(
+    delayed_publish=True,
+    delayed_retry=True,
+    dead_letters=True,
+    reclaim=True,
+    extend=True,
+    release=True,
+    admin=True,
+    max_payload_bytes=512 * 1024 * 1024,
+)
+
+
+def default_consumer_name() -> str:
+    """Unique per subscription: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSubscription(Subscription["RedisBroker"]):
+    """Join consumer group ``group`` as consumer ``consumer``.
+
+    Keep the consumer name across restarts of one worker (e.g. from its pod name) and it
+    gets back, on start, what it held when it died; by default it is unique per process.
+    """
+
+    group: str
+    consumer: str = field(default_factory=default_consumer_name)
+
+    def __post_init__(self) -> None:
+        for name in ("group", "consumer"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(
+                    f"RedisSubscription.{name} must be a non-empty str, got {value!r}"
+                )
+
+
+class RedisBroker(AdminFacet):
+    """A Redis Streams broker; see the package docstring for keys, scripts and ACLs.
+
+    >>> broker = await RedisBroker.connect("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+    >>> await broker.publish("emails", b"hello")  # doctest: +SKIP
+
+    ``RedisBroker(client)`` wraps an existing redis-py asyncio client (or fakeredis's);
+    the broker then owns it: it takes raw replies for stream commands and closes it.
+    """
+
+    def __init__(self, client: Redis, *, url: str | None = None) -> None:
+        self._conn = Connection(client, url)
+
+    @classmethod
+    async def connect(cls, url: str) -> RedisBroker:
+        """Connect by redis-py's URL grammar; connections open lazily and heal themselves."""
+        return cls(client_from_url(url), url=url)
+
+    @property
+    def url(self) -> str:
+        return self._conn.url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return _CAPABILITIES
+
+    def __repr__(self) -> str:
+        return f"RedisBroker({self._conn.url!r})"
+
+    async def publish(
+        self,
+        stream: str,
+        payload: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        delay_ms: int = 0,
+    ) -> str:
+        check_publish(stream, payload, headers, delay_ms)
+        self._conn.check("publish")
+        fields = encode_fields(payload, headers)
+        client = self._conn.client
+        if delay_ms:
+            keys = StreamKeys(stream)
+            ticket = f"delayed-{os.urandom(8).hex()}"
+            async with self._conn.errors("publishing", stream=stream, keys={keys.delayed: "zset"}):
+                await run_script(client, SCHEDULE, [keys.delayed], [delay_ms, ticket, *fields])
+            return ticket
+        async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
+            entry_id: bytes = await command(client, "XADD", stream, "*", *fields)
+        return entry_id.decode()
+
+    async def publish_many(
+        self,
+        stream: str,
+        payloads: Sequence[bytes],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        for payload in payloads:
+            check_publish(stream, payload, headers, 0)
+        self._conn.check("publish_many")
+        commands: list[tuple[Arg, ...]] = [
+            ("XADD", stream, "*", *encode_fields(p, headers)) for p in payloads
+        ]
+        async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
+            results = await run_pipeline(self._conn.client, commands)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+        return [entry_id.decode() for entry_id in results]
+
+    def subscription(self, group: str, *, consumer: str | None = None) -> RedisSubscription:
+        if consumer is None:
+            return RedisSubscription(group)
+        return RedisSubscription(group, consumer)
+
+    def consumer(
+        self, subscription: RedisSubscription, streams: Sequence[str], *, handler: str
+    ) -> RedisConsumer:
+        self._conn.check("consumer")
+        if not isinstance(subscription, RedisSubscription):
+            raise ConfigurationError(
+                f"RedisBroker.consumer needs a RedisSubscription, got {type(subscription).__name__}"
+            )
+        if isinstance(streams, str) or not streams or not all(streams):
+            raise ConfigurationError(
+                f"RedisBroker.consumer needs a sequence of stream names, got {streams!r}"
+            )
+        return RedisConsumer(
+            self._conn, subscription.group, subscription.consumer, streams, handler
+        )
+
+    async def aclose(self) -> None:
+        if self._conn.closed:
+            return
+        self._conn.closed = True
+        await self._conn.client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,519 @@
+"""One handler's consumer of its streams in a consumer group."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from pulses import (
+    Ack,
+    DeadLetter,
+    Drop,
+    Envelope,
+    Outcome,
+    Reclaimed,
+    Retry,
+    SettleError,
+    decode_fields,
+)
+from pulses_redis._connection import BLOCK_MARGIN, Connection
+from pulses_redis._errors import is_nogroup
+from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
+from pulses_redis._scripts import (
+    ACK,
+    DEAD_LETTER,
+    DELETE_CONSUMER,
+    MOVE_DUE,
+    READ,
+    RECLAIM,
+    RECOVER,
+    RETRY,
+    Arg,
+    command,
+    run_pipeline,
+    run_script,
+)
+from redis import exceptions as rx
+
+__all__ = ["RedisConsumer", "dead_letter_fields", "without_delivery_fields"]
+
+logger = logging.getLogger("pulses.redis")
+
+_MOVE_EVERY = 0.1
+"""Seconds between two runs of the delayed-entry mover piggy-backed on fetch."""
+_MOVE_LIMIT = 1000
+_CHUNK = 1000
+"""Ids per script call: Lua's unpack() has a stack limit of a few thousand values."""
+_REPLACED = frozenset({b"deliveries", b"enqueued"})
+
+
+class _Read:
+    """One key the consumer reads: a stream, or its group's retry stream."""
+
+    __slots__ = ("cursor", "key", "keys", "retry", "stream")
+
+    def __init__(self, keys: StreamKeys, retry: bool) -> None:
+        self.keys = keys
+        self.stream = keys.stream
+        self.key = keys.retry if retry else keys.stream
+        self.retry = retry
+        self.cursor: str | None = "-"
+        """Where restart recovery of own pending entries goes on; None when done."""
+
+
+class RedisConsumer:
+    """A consumer of ``streams`` in one group; see :meth:`pulses.Consumer` for the contract.
+
+    Fetch order: entries left over from an earlier fetch (only when a blocking read
+    returned more than asked), then this consumer's own pending entries from a previous
+    life (once), then new entries of the streams and of the group's retry streams.
+    """
+
+    def __init__(
+        self, conn: Connection, group: str, name: str, streams: Sequence[str], handler: str
+    ) -> None:
+        self._conn = conn
+        self._group = group
+        self._name = name
+        self._handler = handler
+        self._streams = tuple(streams)
+        self._keys = [StreamKeys(stream, group) for stream in streams]
+        # Streams first, then retry streams: with few slots, the streams come first.
+        self._reads = [_Read(k, False) for k in self._keys] + [_Read(k, True) for k in self._keys]
+        self._by_key = {r.key.encode(): r for r in self._reads}
+        self._by_name = {r.key: r for r in self._reads}
+        self._key_types = {r.key: "stream" for r in self._reads}
+        # Ids this consumer has handed out and not yet seen settled or released, per key:
+        # its reclaim and recovery must not take those back from itself.
+        self._held: dict[str, set[str]] = {r.key: set() for r in self._reads}
+        self._stash: deque[Envelope] = deque()
+        self._recovering = True
+        self._rotation = 0
+        self._next_move = 0.0
+        self._wake_at = math.inf
+        self._closed = False
+        timeout = conn.client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._max_block_ms = (
+            int((timeout - BLOCK_MARGIN) * 1000)
+            if timeout and timeout > BLOCK_MARGIN + 0.5
+            else 500
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisConsumer(group={self._group!r}, name={self._name!r}, "
+            f"streams={self._streams!r}, broker={self._conn.url!r})"
+        )
+
+    def _check(self, what: str) -> None:
+        self._conn.check(what)
+        if self._closed:
+            from pulses import BrokerClosed
+
+            raise BrokerClosed(
+                f"{what}: the consumer {self._name!r} of group {self._group!r} "
+                f"on {', '.join(map(repr, self._streams))} is closed"
+            )
+
+    def _scope(self, action: str) -> Any:
+        return self._conn.errors(
+            action, stream=self._streams, group=self._group, keys=self._key_types
+        )
+
+    # -- groups ---------------------------------------------------------------------
+
+    async def ensure(self) -> None:
+        self._check("ensure")
+        async with self._scope("creating the consumer group"):
+            await self._create_groups()
+
+    async def _create_groups(self) -> None:
+        commands = [("XGROUP", "CREATE", r.key, self._group, "0", "MKSTREAM") for r in self._reads]
+        for result in await run_pipeline(self._conn.client, commands):
+            if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
+                raise result
+
+    async def _healing(self, action: str, call: Any, *args: Any) -> Any:
+        """Run ``call``; when the group vanished, create it again from the start and retry."""
+        async with self._scope(action):
+            try:
+                return await call(*args)
+            except rx.ResponseError as exc:
+                if not is_nogroup(exc):
+                    raise
+                logger.warning(
+                    "consumer group %r vanished from %s; creating it again from "
+                    "the start of the stream",
+                    self._group,
+                    ", ".join(self._streams),
+                )
+            await self._create_groups()
+            return await call(*args)
+
+    # -- fetch ----------------------------------------------------------------------
+
+    async def fetch(self, max_count: int, block_ms: int) -> Sequence[Envelope]:
+        self._check("fetch")
+        if max_count <= 0:
+            return []
+        if self._stash:
+            return [self._stash.popleft() for _ in range(min(max_count, len(self._stash)))]
+        result: list[Envelope] = await self._healing("fetching", self._fetch, max_count, block_ms)
+        return result
+
+    async def _fetch(self, max_count: int, block_ms: int) -> list[Envelope]:
+        if self._recovering:
+            recovered = await self._recover(max_count)
+            if recovered or self._recovering:
+                return recovered
+        client = self._conn.client
+        now = time.monotonic()
+        commands: list[tuple[Arg, ...]] = []
+        if now >= self._next_move or now >= self._wake_at:
+            self._next_move = now + _MOVE_EVERY
+            commands = [
+                MOVE_DUE.call([k.delayed, k.stream, k.retry_delayed, k.retry], [_MOVE_LIMIT])
+                for k in self._keys
+            ]
+        reads = self._rotated()
+        commands.append(READ.call([r.key for r in reads], [self._group, self._name, max_count]))
+        *moved, reply = await run_pipeline(client, commands)
+        if moved:
+            self._note_due(now, moved)
+        if isinstance(reply, Exception):
+            raise reply
+        envelopes = self._envelopes(reply)
+        if envelopes or block_ms <= 0:
+            return envelopes
+        block = min(block_ms, self._max_block_ms)
+        if self._wake_at < math.inf:
+            block = min(block, int((self._wake_at - time.monotonic()) * 1000))
+        if block <= 0:
+            return []
+        count = max(1, max_count // len(reads))
+        reply = await command(
+            client,
+            "XREADGROUP",
+            "GROUP",
+            self._group,
+            self._name,
+            "COUNT",
+            count,
+            "BLOCK",
+            block,
+            "STREAMS",
+            *[r.key for r in reads],
+            *[">"] * len(reads),
+        )
+        envelopes = self._envelopes(reply) if reply else []
+        if len(envelopes) > max_count:
+            # COUNT is per stream: with fewer slots than streams, several streams filling
+            # at once return more than asked. Keep the rest for the next fetch (they are
+            # extended and released like the handed-out ones meanwhile).
+            self._stash.extend(envelopes[max_count:])
+            del envelopes[max_count:]
+        return envelopes
+
+    def _note_due(self, now: float, moved: Sequence[Any]) -> None:
+        waits = []
+        for result in moved:
+            if isinstance(result, Exception):
+                raise result
+            if result >= 0:
+                waits.append(result)
+        self._wake_at = now + min(waits) / 1000 if waits else math.inf
+
+    def _rotated(self) -> list[_Read]:
+        reads = self._reads
+        self._rotation = (self._rotation + 1) % len(reads)
+        return reads[self._rotation :] + reads[: self._rotation]
+
+    def _envelopes(
+        self, reply: Sequence[Any], counts: Sequence[int] | None = None
+    ) -> list[Envelope]:
+        """Envelopes of an XREADGROUP-shaped reply; ``counts`` are the group's delivery
+        counts when not 1 (then the reply holds one key)."""
+        out: list[Envelope] = []
+        by_key, held = self._by_key, self._held
+        for key, entries in reply:
+            read = by_key[key]
+            stream, source = read.stream, read.key
+            ids = held[source]
+            for i, (entry_id, raw) in enumerate(entries):
+                if raw is None:  # deleted while pending; only a PEL read returns these
+                    continue
+                payload, headers, prior, enqueued = decode_fields(raw)
+                eid = entry_id.decode()
+                ids.add(eid)
+                out.append(
+                    Envelope(
+                        eid,
+                        stream,
+                        payload,
+                        headers,
+                        prior + (counts[i] if counts else 1),
+                        enqueued or int(eid[: eid.index("-")]),
+                        raw,
+                        source,
+                    )
+                )
+        return out
+
+    async def _recover(self, max_count: int) -> list[Envelope]:
+        """Own pending entries left by a previous life of this consumer name, once."""
+        client, out = self._conn.client, list[Envelope]()
+        for read in self._reads:
+            while read.cursor is not None and len(out) < max_count:
+                want = max_count - len(out)
+                entries, counts, vanished, scanned, last = await run_script(
+                    client,
+                    RECOVER,
+                    [read.key],
+                    [self._group, self._name, read.cursor, want, *self._held[read.key]],
+                )
+                out += self._envelopes([(read.key.encode(), entries)], counts)
+                if vanished:
+                    logger.warning(
+                        "consumer %r of group %r: %d own pending messages of %r had "
+                        "been deleted or trimmed; cleaned up",
+                        self._name,
+                        self._group,
+                        len(vanished),
+                        read.stream,
+                    )
+                read.cursor = "(" + last.decode() if scanned >= want else None
+        self._recovering = any(r.cursor is not None for r in self._reads)
+        return out
+
+    # -- settle -------------------------------------------------------------------
+
+    async def settle(self, items: Sequence[tuple[Envelope, Outcome]]) -> None:
+        self._check("settle")
+        if not items:
+            return
+        commands: list[tuple[Arg, ...]] = []
+        owners: list[list[tuple[Envelope, Outcome]]] = []
+        plain: dict[tuple[str, str], list[tuple[Envelope, Outcome]]] = {}
+        group = self._group
+        for item in items:
+            env, outcome = item
+            match outcome:
+                case Ack():
+                    plain.setdefault((env.source, "acked"), []).append(item)
+                case Drop():
+                    plain.setdefault((env.source, "dropped"), []).append(item)
+                case Retry(after_ms=after_ms):
+                    read = self._read_of(env)
+                    commands.append(
+                        RETRY.call(
+                            [env.source, read.keys.retry, read.keys.retry_delayed],
+                            [
+                                group,
+                                env.id,
+                                int(read.retry),
+                                after_ms,
+                                os.urandom(8).hex(),
+                                *_retry_fields(env),
+                            ],
+                        )
+                    )
+                    owners.append([item])
+                    if after_ms:
+                        self._wake_at = min(self._wake_at, time.monotonic() + after_ms / 1000)
+                case DeadLetter(reason=reason):
+                    read = self._read_of(env)
+                    commands.append(
+                        DEAD_LETTER.call(
+                            [env.source, read.keys.dead, read.keys.counts],
+                            [
+                                group,
+                                env.id,
+                                int(read.retry),
+                                *dead_letter_fields(env, reason, self._handler, group),
+                            ],
+                        )
+                    )
+                    owners.append([item])
+        for (source, counter), settled in plain.items():
+            read = self._by_name[source]
+            for start in range(0, len(settled), _CHUNK):
+                chunk = settled[start : start + _CHUNK]
+                commands.append(
+                    ACK.call(
+                        [source, read.keys.counts],
+                        [group, counter, int(read.retry), *[env.id for env, _ in chunk]],
+                    )
+                )
+                owners.append(chunk)
+        async with self._scope("settling"):
+            results = await run_pipeline(self._conn.client, commands)
+        failed: list[tuple[Envelope, Outcome]] = []
+        errors: list[str] = []
+        held = self._held
+        for owned, result in zip(owners, results, strict=True):
+            if isinstance(result, Exception):
+                failed += owned
+                errors.append(self._conn.errors.scrub(str(result)))
+            else:
+                for env, _ in owned:
+                    held[env.source].discard(env.id)
+        if failed:
+            raise SettleError(
+                f"settling {len(failed)} of {len(items)} messages of group {group!r} on "
+                f"{', '.join(map(repr, self._streams))} failed: {errors[0]}",
+                failed,
+            )
+
+    def _read_of(self, env: Envelope) -> _Read:
+        try:
+            return self._by_name[env.source]
+        except KeyError:
+            raise ValueError(
+                f"message {env.id} of {env.stream!r} was not fetched by this "
+                f"consumer of {', '.join(map(repr, self._streams))}"
+            ) from None
+
+    # -- leases -------------------------------------------------------------------
+
+    async def extend(self, envelopes: Sequence[Envelope]) -> None:
+        self._check("extend")
+        by_source: dict[str, list[str]] = {}
+        for env in [*envelopes, *self._stash]:
+            by_source.setdefault(env.source, []).append(env.id)
+        # JUSTID: renews the idle time without counting a delivery.
+        commands: list[tuple[Arg, ...]] = [
+            ("XCLAIM", source, self._group, self._name, 0, *ids[start : start + _CHUNK], "JUSTID")
+            for source, ids in by_source.items()
+            for start in range(0, len(ids), _CHUNK)
+        ]
+        async with self._scope("extending leases"):
+            for result in await run_pipeline(self._conn.client, commands):
+                if isinstance(result, Exception) and not is_nogroup(result):
+                    raise result
+
+    async def release(self, envelopes: Sequence[Envelope]) -> None:
+        self._check("release")
+        await self._release([*envelopes, *self._stash])
+        self._stash.clear()
+
+    async def _release(self, envelopes: Sequence[Envelope]) -> None:
+        # Released entries go to a pseudo-consumer, idle since 1970 and with their count
+        # lowered by one: any consumer's next reclaim takes them at once, and its +1 for
+        # the new delivery restores the count the released envelope had.
+        batches: dict[tuple[str, int], list[str]] = {}
+        for env in envelopes:
+            count = env.deliveries - decode_fields(env.raw)[2]
+            batches.setdefault((env.source, max(0, count - 1)), []).append(env.id)
+        commands: list[tuple[Arg, ...]] = [
+            (
+                "XCLAIM",
+                source,
+                self._group,
+                RELEASED_CONSUMER,
+                0,
+                *ids[start : start + _CHUNK],
+                "TIME",
+                1,
+                "RETRYCOUNT",
+                count,
+                "JUSTID",
+            )
+            for (source, count), ids in batches.items()
+            for start in range(0, len(ids), _CHUNK)
+        ]
+        async with self._scope("releasing messages"):
+            for result in await run_pipeline(self._conn.client, commands):
+                if isinstance(result, Exception) and not is_nogroup(result):
+                    raise result
+        for env in envelopes:
+            self._held[env.source].discard(env.id)
+
+    async def reclaim(self, min_idle_ms: int, max_count: int) -> Reclaimed:
+        self._check("reclaim")
+        result: Reclaimed = await self._healing("reclaiming", self._reclaim, min_idle_ms, max_count)
+        return result
+
+    async def _reclaim(self, min_idle_ms: int, max_count: int) -> Reclaimed:
+        got: list[Envelope] = []
+        vanished: list[str] = []
+        for read in self._rotated():
+            if len(got) >= max_count:
+                break
+            claimed, counts, gone = await run_script(
+                self._conn.client,
+                RECLAIM,
+                [read.key],
+                [self._group, self._name, min_idle_ms, max_count - len(got), *self._held[read.key]],
+            )
+            got += self._envelopes([(read.key.encode(), claimed)], counts)
+            vanished += [entry_id.decode() for entry_id in gone]
+        return Reclaimed(got, vanished)
+
+    # -- close --------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._conn.closed:
+            return
+        try:
+            if self._stash:
+                await self._release(list(self._stash))
+                self._stash.clear()
+            commands = [
+                DELETE_CONSUMER.call([r.key], [self._group, self._name]) for r in self._reads
+            ]
+            async with self._scope("closing the consumer"):
+                await run_pipeline(self._conn.client, commands)
+        except Exception as exc:  # closing is best effort; what we own stays pending
+            logger.debug("closing consumer %r of group %r: %r", self._name, self._group, exc)
+
+
+def without_delivery_fields(raw: Sequence[bytes]) -> list[bytes]:
+    """An entry's raw fields without the delivery count and first enqueue time."""
+    return [
+        value
+        for i in range(0, len(raw) - 1, 2)
+        if raw[i] not in _REPLACED
+        for value in (raw[i], raw[i + 1])
+    ]
+
+
+def _retry_fields(env: Envelope) -> list[bytes]:
+    """The raw fields again, with this delivery's count and the first enqueue time."""
+    return [
+        *without_delivery_fields(env.raw),
+        b"deliveries",
+        str(env.deliveries).encode(),
+        b"enqueued",
+        str(env.enqueued_ms).encode(),
+    ]
+
+
+def dead_letter_fields(env: Envelope, reason: str, handler: str, group: str) -> list[Arg]:
+    """A dead-letter record: what happened, then the entry's raw fields as they were."""
+    return [
+        b"original_id",
+        env.id,
+        b"stream",
+        env.stream,
+        b"reason",
+        reason,
+        b"deliveries",
+        env.deliveries,
+        b"handler",
+        handler,
+        b"group",
+        group,
+        *env.raw,
+    ]

@@ -1,0 +1,131 @@
+"""redis-py exceptions become Pulses errors here, and only here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+
+from redis.asyncio import Redis
+
+from pulses import BrokerError, ConnectionLost, PulsesError
+from redis import exceptions as rx
+
+__all__ = ["ErrorMap", "is_nogroup"]
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """The group (or its stream) is gone: recreate it from the start and go on."""
+    return isinstance(exc, rx.ResponseError) and "NOGROUP" in str(exc)
+
+
+class ErrorMap:
+    """``async with errors("reading", stream=..., group=..., keys=...)`` re-raises any
+    redis-py (or socket) exception as a :class:`pulses.PulsesError` that names what was
+    being done, the stream, group and key involved, and never the password."""
+
+    __slots__ = ("_client", "_secret", "_url")
+
+    def __init__(self, client: Redis, url: str, secret: str | None) -> None:
+        self._client = client
+        self._url = url
+        self._secret = secret
+
+    def __call__(
+        self,
+        action: str,
+        *,
+        stream: str | Sequence[str] | None = None,
+        group: str | None = None,
+        keys: Mapping[str, str] | None = None,
+    ) -> _Scope:
+        """``keys`` maps each key the operation touches to the type it should have."""
+        return _Scope(self, action, stream, group, keys)
+
+    def scrub(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return text
+
+    async def translate(self, exc: BaseException, scope: _Scope) -> PulsesError:
+        where = scope.where()
+        detail = self.scrub(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
+            return BrokerError(
+                f"{scope.action} {where}: Redis at {self._url} refused the credentials ({detail})"
+            )
+        if isinstance(exc, rx.ConnectionError | rx.TimeoutError | OSError):
+            return ConnectionLost(
+                f"{scope.action} {where}: lost the connection to Redis at {self._url} ({detail})"
+            )
+        message = str(exc)
+        if "WRONGTYPE" in message and scope.keys:
+            wrong = await self._wrong_types(scope.keys)
+            if wrong:
+                return BrokerError(
+                    f"{scope.action} {where}: " + "; ".join(wrong) + " (another "
+                    "application uses that key name; rename the stream or the key)"
+                )
+        if "NOPERM" in message:
+            return BrokerError(
+                f"{scope.action} {where}: the Redis user lacks a permission "
+                f"Pulses needs ({detail}); see the pulses_redis docs for the "
+                "command list"
+            )
+        return BrokerError(f"{scope.action} {where}: Redis at {self._url} replied {detail}")
+
+    async def _wrong_types(self, keys: Mapping[str, str]) -> list[str]:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.execute_command("TYPE", key)
+            found = await pipe.execute()
+        except (rx.RedisError, OSError):
+            return [f"one of the keys {', '.join(map(repr, keys))} has the wrong type"]
+        wrong = []
+        for (key, expected), actual in zip(keys.items(), found, strict=True):
+            kind = actual.decode() if isinstance(actual, bytes) else str(actual)
+            if kind not in (expected, "none"):
+                wrong.append(f"key {key!r} holds a {kind}, not a {expected}")
+        return wrong
+
+
+class _Scope:
+    __slots__ = ("action", "group", "keys", "map", "stream")
+
+    def __init__(
+        self,
+        errors: ErrorMap,
+        action: str,
+        stream: str | Sequence[str] | None,
+        group: str | None,
+        keys: Mapping[str, str] | None,
+    ) -> None:
+        self.map = errors
+        self.action = action
+        self.stream = stream
+        self.group = group
+        self.keys = keys
+
+    def where(self) -> str:
+        parts = []
+        streams = [self.stream] if isinstance(self.stream, str) else list(self.stream or ())
+        if streams:
+            label = "stream" if len(streams) == 1 else "streams"
+            parts.append(f"{label} {', '.join(map(repr, streams))}")
+        if self.group is not None:
+            parts.append(f"group {self.group!r}")
+        return "in " + ", ".join(parts) if parts else "on Redis"
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, PulsesError):
+            return
+        if isinstance(exc, rx.RedisError | OSError):
+            raise await self.map.translate(exc, self) from exc

@@ -1,0 +1,46 @@
+"""Every Redis key name Pulses uses, in one place.
+
+Companion keys of a stream (dead letters, delayed publishes, a group's retry stream,
+delayed retries and counters) share the stream's hash tag, so scripts that touch a
+stream and its companions stay in one Redis Cluster slot: ``{orders}`` →
+``{orders}:dead``; a stream without a tag gets one: ``emails`` → ``{emails}:dead``.
+(``emails`` and ``{emails}`` therefore share their companion keys; don't use both.)
+"""
+
+from __future__ import annotations
+
+__all__ = ["RELEASED_CONSUMER", "StreamKeys", "hash_tag_base"]
+
+RELEASED_CONSUMER = "pulses:released"
+"""Pseudo-consumer that owns released messages until a real consumer reclaims them."""
+
+
+def hash_tag_base(stream: str) -> str:
+    """The prefix of a stream's companion keys: the stream itself if it has a hash tag."""
+    start = stream.find("{")
+    if start != -1:
+        end = stream.find("}", start + 1)
+        if end > start + 1:  # Redis ignores an empty tag "{}"
+            return stream
+    return "{" + stream + "}"
+
+
+class StreamKeys:
+    """The keys of one stream and of one consumer group on it."""
+
+    __slots__ = ("counts", "dead", "delayed", "group", "retry", "retry_delayed", "stream")
+
+    def __init__(self, stream: str, group: str = "") -> None:
+        base = hash_tag_base(stream)
+        self.stream = stream
+        self.group = group
+        self.dead = f"{base}:dead"
+        """Dead-letter records of every group on the stream (a stream)."""
+        self.delayed = f"{base}:delayed"
+        """Delayed publishes, scored by due time in ms (a sorted set)."""
+        self.retry = f"{base}:retry:{group}"
+        """Due retries of this group only (a stream only this group reads)."""
+        self.retry_delayed = f"{base}:retry-delayed:{group}"
+        """Retries of this group waiting for their time (a sorted set)."""
+        self.counts = f"{base}:counts:{group}"
+        """acked / dropped / dead_lettered counters of this group (a hash)."""

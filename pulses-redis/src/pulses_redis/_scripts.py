@@ -1,0 +1,394 @@
+"""The Lua scripts that make settlements atomic, and how they are run.
+
+Each script that settles a message starts with its ``XACK`` and does nothing more when
+that returns 0: a settle retried after a lost reply never duplicates a retry or a dead
+letter. Scripts touch only a stream and its companion keys (one hash tag), and take
+every key they touch in KEYS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+__all__ = [
+    "ACK",
+    "DEAD_LETTER",
+    "DELETE_CONSUMER",
+    "MOVE_DUE",
+    "PURGE",
+    "READ",
+    "RECLAIM",
+    "RECOVER",
+    "REPLAY",
+    "RETRY",
+    "SCHEDULE",
+    "TRIM",
+    "Script",
+    "run_pipeline",
+    "run_script",
+]
+
+Arg = str | bytes | int
+
+
+class Script:
+    """A Lua script called by its SHA1, loaded again when the server lost it."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def call(self, keys: Sequence[str], args: Sequence[Arg]) -> tuple[Arg, ...]:
+        """The EVALSHA command for these keys and arguments."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+_PRELUDE = """
+local unpack = unpack or table.unpack
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# A delayed entry is a sorted-set member: a unique token, a newline, then each field as
+# "<length>:<bytes>". Binary-safe, and decoded without any Lua library.
+_ENCODE = """
+local function schedule(key, delay_ms, token, first)
+  local parts = {token, '\\n'}
+  for i = first, #ARGV do parts[#parts + 1] = #ARGV[i] .. ':' .. ARGV[i] end
+  redis.call('ZADD', key, string.format('%.0f', now_ms() + delay_ms), table.concat(parts))
+end
+"""
+
+ACK = Script(
+    "ack",
+    _PRELUDE
+    + """
+-- KEYS: source, counts. ARGV: group, counter, delete ('1' for a retry stream), ids...
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4))
+if acked > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], acked) end
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], unpack(ARGV, 4)) end
+return acked
+""",
+)
+
+RETRY = Script(
+    "retry",
+    _PRELUDE
+    + _ENCODE
+    + """
+-- KEYS: source, retry stream, delayed retries. ARGV: group, id, delete, after_ms, token,
+-- fields of the new entry...
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+local after = tonumber(ARGV[4])
+if after == 0 then
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
+else
+  schedule(KEYS[3], after, ARGV[5], 6)
+end
+return 1
+""",
+)
+
+DEAD_LETTER = Script(
+    "dead_letter",
+    _PRELUDE
+    + """
+-- KEYS: source, dead letters, counts. ARGV: group, id, delete, record fields...
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('HINCRBY', KEYS[3], 'dead_lettered', 1)
+return 1
+""",
+)
+
+SCHEDULE = Script(
+    "schedule",
+    _PRELUDE
+    + _ENCODE
+    + """
+-- KEYS: delayed set. ARGV: delay_ms, token, fields...
+schedule(KEYS[1], tonumber(ARGV[1]), ARGV[2], 3)
+return 1
+""",
+)
+
+MOVE_DUE = Script(
+    "move_due",
+    _PRELUDE
+    + """
+-- KEYS: pairs of (sorted set of delayed entries, stream they go to when due).
+-- ARGV: most entries to move per set. Returns ms until the next one is due, or -1.
+local now = now_ms()
+local next_due = -1
+for k = 1, #KEYS, 2 do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+  for _, member in ipairs(due) do
+    local pos = string.find(member, '\\n', 1, true) + 1
+    local fields = {}
+    while pos <= #member do
+      local colon = string.find(member, ':', pos, true)
+      local len = tonumber(string.sub(member, pos, colon - 1))
+      fields[#fields + 1] = string.sub(member, colon + 1, colon + len)
+      pos = colon + len + 1
+    end
+    redis.call('XADD', KEYS[k + 1], '*', unpack(fields))
+    redis.call('ZREM', KEYS[k], member)
+  end
+  local first = redis.call('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
+  if first[2] then
+    local wait = math.max(0, tonumber(first[2]) - now)
+    if next_due < 0 or wait < next_due then next_due = wait end
+  end
+end
+return next_due
+""",
+)
+
+RECOVER = Script(
+    "recover",
+    """
+-- A consumer's own pending entries after a restart, each counted as one more delivery,
+-- exactly: XREADGROUP ... 0 would raise the count of every entry of the batch.
+-- KEYS: stream. ARGV: group, consumer, start (inclusive, or '(' id), count, ids to skip
+-- (held by this very consumer)... Returns {entries, counts, vanished ids, scanned, last id}.
+local skip = {}
+for i = 5, #ARGV do skip[ARGV[i]] = true end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', tonumber(ARGV[4]), ARGV[2])
+local entries, counts, vanished = {}, {}, {}
+for _, p in ipairs(pending) do
+  local id = p[1]
+  if not skip[id] then
+    local entry = redis.call('XRANGE', KEYS[1], id, id)
+    if #entry == 0 then
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      vanished[#vanished + 1] = id
+    else
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'RETRYCOUNT', p[4] + 1, 'JUSTID')
+      entries[#entries + 1] = entry[1]
+      counts[#counts + 1] = p[4] + 1
+    end
+  end
+end
+local last = ''
+if #pending > 0 then last = pending[#pending][1] end
+return {entries, counts, vanished, #pending, last}
+""",
+)
+
+READ = Script(
+    "read",
+    """
+-- New entries for one consumer over many streams, never more than max_count in total
+-- (XREADGROUP's COUNT is per stream): each stream gets a fair share of what is left,
+-- and streams that filled their share are asked again while slots remain.
+-- KEYS: streams, in this call's order. ARGV: group, consumer, max_count.
+-- Returns XREADGROUP's reply shape: {{stream, entries}, ...}.
+local group, me, remaining = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+local active = {}
+for i = 1, #KEYS do active[i] = i end
+while remaining > 0 and #active > 0 do
+  local full = {}
+  local n = #active
+  for j, i in ipairs(active) do
+    if remaining <= 0 then break end
+    local share = math.max(1, math.floor(remaining / (n - j + 1)))
+    local reply = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', share,
+                             'STREAMS', KEYS[i], '>')
+    if reply then
+      local entries = reply[1][2]
+      out[#out + 1] = {KEYS[i], entries}
+      remaining = remaining - #entries
+      if #entries == share then full[#full + 1] = i end
+    end
+  end
+  active = full
+end
+return out
+""",
+)
+
+RECLAIM = Script(
+    "reclaim",
+    """
+-- Entries idle longer than min_idle in any consumer of the group (this one's too, unless
+-- it still holds them), with exact delivery counts. XPENDING's IDLE filter reaches idle
+-- entries behind any number of fresh ones; entries deleted from the stream are acked
+-- and reported once instead of claimed.
+-- KEYS: stream. ARGV: group, consumer, min_idle, count, ids this consumer holds...
+-- Returns {claimed entries, their counts, vanished ids}.
+local group, me, min_idle, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local held = {}
+for i = 5, #ARGV do held[ARGV[i]] = true end
+local ids, counts, vanished = {}, {}, {}
+local start = '-'
+while #ids < want do
+  local batch = redis.call('XPENDING', KEYS[1], group, 'IDLE', min_idle, start, '+', want)
+  for _, p in ipairs(batch) do
+    local id = p[1]
+    if #ids < want and not (p[2] == me and held[id]) then
+      if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+        redis.call('XACK', KEYS[1], group, id)
+        vanished[#vanished + 1] = id
+      else
+        ids[#ids + 1] = id
+        counts[#counts + 1] = p[4] + 1
+      end
+    end
+    start = '(' .. id
+  end
+  if #batch < want then break end
+end
+local claimed = {}
+if #ids > 0 then
+  claimed = redis.call('XCLAIM', KEYS[1], group, me, min_idle, unpack(ids))
+end
+return {claimed, counts, vanished}
+""",
+)
+
+TRIM = Script(
+    "trim",
+    """
+-- Remove the entries every group has acknowledged: MINID is the oldest entry any group
+-- still has pending or not yet read. No group: nothing is removed (jobs published before
+-- the first worker must wait for it). KEYS: stream. Returns the number removed.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local min_id = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local ms, seq = parse(info['last-delivered-id'])
+  local keep = string.format('%.0f-%.0f', ms, seq + 1)
+  if tonumber(info['pending']) > 0 then
+    local oldest = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    if less(oldest, keep) then keep = oldest end
+  end
+  if min_id == nil or less(keep, min_id) then min_id = keep end
+end
+if min_id == nil then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', min_id)
+""",
+)
+
+DELETE_CONSUMER = Script(
+    "delete_consumer",
+    """
+-- Remove a consumer from its group only when it owns nothing.
+-- KEYS: stream. ARGV: group, consumer.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if pending['err'] or #pending > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+""",
+)
+
+REPLAY = Script(
+    "replay",
+    _PRELUDE
+    + """
+-- Publish a dead letter anew, once: only the call that deletes the record publishes.
+-- KEYS: dead letters, stream. ARGV: dead-letter id, fields...
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+""",
+)
+
+PURGE = Script(
+    "purge",
+    """
+-- KEYS: dead letters. Returns how many records were removed.
+local n = redis.call('XLEN', KEYS[1])
+redis.call('DEL', KEYS[1])
+return n
+""",
+)
+
+_ALL = (
+    READ,
+    ACK,
+    RETRY,
+    DEAD_LETTER,
+    SCHEDULE,
+    MOVE_DUE,
+    RECOVER,
+    RECLAIM,
+    TRIM,
+    DELETE_CONSUMER,
+    REPLAY,
+    PURGE,
+)
+_BY_SHA = {script.sha: script for script in _ALL}
+
+
+async def command(client: Redis, *args: Arg) -> Any:
+    """One raw command; its reply as the server sent it (no redis-py callback applies)."""
+    # redis-py leaves execute_command untyped
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+async def _load(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> None:
+    # After a restart or SCRIPT FLUSH the server has forgotten every script.
+    shas = {str(command[1]) for command in commands if command[0] == "EVALSHA"}
+    pipe = client.pipeline(transaction=False)
+    for sha in shas:
+        pipe.execute_command("SCRIPT", "LOAD", _BY_SHA[sha].source)
+    await pipe.execute()
+
+
+async def run_script(
+    client: Redis, script: Script, keys: Sequence[str], args: Sequence[Arg] = ()
+) -> Any:
+    """Call one script, loading it first if the server does not have it."""
+    call = script.call(keys, args)
+    try:
+        return await command(client, *call)
+    except NoScriptError:
+        await _load(client, [call])
+        return await command(client, *call)
+
+
+async def run_pipeline(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
+    """Run commands in one pipeline (not a transaction); a result that is an error is
+    returned as the exception. Scripts the server lost are loaded and run again: a
+    NOSCRIPT reply means that script did not run."""
+    results = await _execute(client, commands)
+    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if missing:
+        await _load(client, [commands[i] for i in missing])
+        again = await _execute(client, [commands[i] for i in missing])
+        for i, result in zip(missing, again, strict=True):
+            results[i] = result
+    return results
+
+
+async def _execute(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
+    if not commands:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    results: list[Any] = await pipe.execute(raise_on_error=False)
+    return results
