@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-__all__ = ["DecodedFields", "decode_fields", "encode_fields"]
+__all__ = ["DecodedFields", "decode_fields", "encode_fields", "redelivery_fields"]
 
 PAYLOAD = b"payload"
 HEADERS = b"headers"
@@ -34,6 +34,24 @@ def encode_fields(
     fields = [PAYLOAD, payload]
     if headers:
         fields += [HEADERS, json.dumps(dict(headers), separators=(",", ":")).encode()]
+    if prior_deliveries:
+        fields += [DELIVERIES, str(prior_deliveries).encode()]
+    if enqueued_ms is not None:
+        fields += [ENQUEUED, str(enqueued_ms).encode()]
+    return fields
+
+
+def redelivery_fields(
+    raw: Sequence[bytes], prior_deliveries: int = 0, enqueued_ms: int | None = None
+) -> list[bytes]:
+    """The stored fields of an entry for its next life: a retry (with the deliveries so
+    far and the first enqueue time) or a replay (with neither). Every other field, foreign
+    ones included, is kept in order; earlier bookkeeping fields are replaced, not stacked.
+    """
+    fields: list[bytes] = []
+    for i in range(0, len(raw) - 1, 2):
+        if raw[i] not in (DELIVERIES, ENQUEUED):
+            fields += raw[i : i + 2]
     if prior_deliveries:
         fields += [DELIVERIES, str(prior_deliveries).encode()]
     if enqueued_ms is not None:

@@ -1,0 +1,373 @@
+"""MemoryBroker: the Redis broker's semantics in one process, for tests and server-free runs."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+import uuid
+import weakref
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import ClassVar, Self
+
+from pulses import (
+    BrokerClosed,
+    Capabilities,
+    ConfigurationError,
+    ConsumerInfo,
+    DeadLetterRecord,
+    GroupStats,
+    InvalidURL,
+    StreamStats,
+    Subscription,
+    check_publish,
+    encode_fields,
+    redact_url,
+)
+from pulses._codec import redelivery_fields
+from pulses_memory._clock import Clock, SystemClock
+from pulses_memory._consumer import RELEASED, MemoryConsumer
+from pulses_memory._store import Store, Stream, parse_id
+
+__all__ = ["MemoryBroker", "MemorySubscription", "parse_memory_url"]
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]*")
+_URL = re.compile(r"memory://(?P<name>[^/?#]*)/?", re.IGNORECASE)
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySubscription(Subscription["MemoryBroker"]):
+    """Which group of a memory broker to join, and under which consumer name."""
+
+    group: str
+    consumer: str = field(default_factory=_default_consumer)
+    """Unique per process and subscription unless given; a restart that reuses a name
+    gets back what that consumer held."""
+
+    def __post_init__(self) -> None:
+        for what in ("group", "consumer"):
+            value = getattr(self, what)
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(
+                    f"MemorySubscription.{what} must be a non-empty str, got {value!r}"
+                )
+
+
+def parse_memory_url(url: str) -> str:
+    """The store name in ``memory://`` (the process's default store) or ``memory://name``."""
+    match = _URL.fullmatch(str(url))
+    if match is None or not _NAME.fullmatch(match["name"]):
+        raise InvalidURL(
+            f"invalid memory broker URL {redact_url(str(url))!r}: expected 'memory://' or "
+            "'memory://name' (a name of letters, digits, '.', '_' and '-'; "
+            "no user, port, path or query)"
+        )
+    return match["name"]
+
+
+class MemoryBroker:
+    """A broker whose streams live in this process.
+
+    ``MemoryBroker()`` has data of its own; ``MemoryBroker("jobs")`` (or
+    ``connect("memory://jobs")``) shares the data of every broker named ``jobs`` in the
+    process, so a producer and a worker can meet there; named data lives as long as the
+    process. Each broker is a handle that closes on its own. Pass ``clock=ManualClock()``
+    to move time by hand instead of waiting.
+
+    One thread at a time: handles may be used from several event loops in turn.
+    """
+
+    _named: ClassVar[dict[str, Store]] = {}
+    _unnamed: ClassVar[weakref.WeakValueDictionary[str, Store]] = weakref.WeakValueDictionary()
+    _private_ids: ClassVar[itertools.count[int]] = itertools.count(1)
+
+    def __init__(self, name: str | None = None, *, clock: Clock | None = None) -> None:
+        if name is None:
+            store = Store(f"private-{next(self._private_ids)}", clock or SystemClock())
+            self._unnamed[store.name] = store
+        else:
+            parse_memory_url(f"memory://{name}")
+            store = self._lookup(name) or self._named.setdefault(
+                name, Store(name, clock or SystemClock())
+            )
+            if clock is not None and clock is not store.clock:
+                raise ConfigurationError(
+                    f"memory broker {name!r} already runs on {store.clock!r}; "
+                    "every handle of one name shares one clock"
+                )
+        self._store = store
+        self._closed = False
+        self._consumers: weakref.WeakSet[MemoryConsumer] = weakref.WeakSet()
+
+    @classmethod
+    def _lookup(cls, name: str) -> Store | None:
+        return cls._named.get(name) or cls._unnamed.get(name)
+
+    @classmethod
+    async def connect(cls, url: str) -> MemoryBroker:
+        """A handle on the store the URL names: ``memory://`` or ``memory://name``."""
+        return cls(parse_memory_url(url))
+
+    def share(self) -> MemoryBroker:
+        """Another handle on this broker's data and clock, closed independently."""
+        other = type(self).__new__(type(self))
+        other._store = self._store
+        other._closed = False
+        other._consumers = weakref.WeakSet()
+        return other
+
+    @property
+    def url(self) -> str:
+        return f"memory://{self._store.name}"
+
+    @property
+    def clock(self) -> Clock:
+        return self._store.clock
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return _CAPABILITIES
+
+    def __repr__(self) -> str:
+        state = ", closed" if self._closed else ""
+        return f"MemoryBroker({self.url!r}{state})"
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def publish(
+        self,
+        stream: str,
+        payload: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        delay_ms: int = 0,
+    ) -> str:
+        check_publish(stream, payload, headers, delay_ms)
+        self._check_open(f"publish to stream {stream!r}")
+        store = self._store
+        now = store.clock.now_ms()
+        target = store.stream(stream)
+        fields = encode_fields(payload, headers)
+        if delay_ms:
+            store.schedule(target, now + delay_ms, fields)
+            return f"delayed-{uuid.uuid4().hex}"
+        entry_id = target.append(fields, now)
+        store.notify(stream)
+        return entry_id
+
+    async def publish_many(
+        self,
+        stream: str,
+        payloads: Sequence[bytes],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        for payload in payloads:
+            check_publish(stream, payload, headers, 0)
+        self._check_open(f"publish to stream {stream!r}")
+        store = self._store
+        now = store.clock.now_ms()
+        target = store.stream(stream)
+        ids = [target.append(encode_fields(payload, headers), now) for payload in payloads]
+        store.notify(stream)
+        return ids
+
+    async def add_raw(self, stream: str, fields: Sequence[bytes]) -> str:
+        """Append an entry with exactly these flat ``[field, value, ...]`` bytes, as a
+        foreign producer would; for tests."""
+        if len(fields) % 2 or not all(isinstance(f, bytes) for f in fields):
+            raise TypeError(f"fields for stream {stream!r} must be a flat list of bytes pairs")
+        self._check_open(f"add an entry to stream {stream!r}")
+        entry_id = self._store.stream(stream).append(list(fields), self._store.clock.now_ms())
+        self._store.notify(stream)
+        return entry_id
+
+    async def delete_entry(self, stream: str, entry_id: str) -> bool:
+        """Delete one stored entry, pending or not (like XDEL); whether it existed."""
+        self._check_open(f"remove an entry of stream {stream!r}")
+        target = self._store.streams.get(stream)
+        key = parse_id(entry_id)
+        return target is not None and key is not None and target.delete(key)
+
+    # -- consuming --------------------------------------------------------------------
+
+    def subscription(self, group: str, *, consumer: str | None = None) -> MemorySubscription:
+        if consumer is None:
+            return MemorySubscription(group)
+        return MemorySubscription(group, consumer)
+
+    def consumer(
+        self, subscription: MemorySubscription, streams: Sequence[str], *, handler: str
+    ) -> MemoryConsumer:
+        if not isinstance(subscription, MemorySubscription):
+            raise ConfigurationError(
+                f"{self.url} needs a MemorySubscription, got {type(subscription).__name__}"
+            )
+        if isinstance(streams, str) or not streams or not all(_is_name(s) for s in streams):
+            raise ConfigurationError(
+                f"streams for group {subscription.group!r} must be a non-empty sequence of "
+                f"non-empty str, got {streams!r}"
+            )
+        if len(set(streams)) != len(streams):
+            raise ConfigurationError(
+                f"streams for group {subscription.group!r} repeat: {streams!r}"
+            )
+        self._check_open(f"consume streams {', '.join(streams)} in group {subscription.group!r}")
+        consumer = MemoryConsumer(
+            self, self._store, subscription.group, subscription.consumer, streams, handler
+        )
+        self._consumers.add(consumer)
+        return consumer
+
+    # -- administration ---------------------------------------------------------------
+
+    async def streams(self) -> list[str]:
+        self._check_open("list streams")
+        return sorted(name for name, s in self._store.streams.items() if s.groups or s.dead)
+
+    async def stats(self, stream: str) -> StreamStats:
+        self._check_open(f"stats of stream {stream!r}")
+        store = self._store
+        now = store.clock.now_ms()
+        target = store.streams.get(stream)
+        if target is None:
+            return StreamStats(stream, 0, 0, 0, ())
+        target.promote(now)
+        groups = []
+        for name, group in target.groups.items():
+            retry = store.retry_stream(stream, name)
+            retry.promote(now)
+            retry_group = retry.groups[name]
+            pending = [*group.pending.values(), *retry_group.pending.values()]
+            seen = {**retry_group.consumers, **group.consumers}
+            held = dict.fromkeys(seen, 0)
+            for p in pending:
+                held[p.consumer] = held.get(p.consumer, 0) + 1
+            consumers = [
+                ConsumerInfo(c, n, now - seen.get(c, now)) for c, n in held.items() if c != RELEASED
+            ]
+            counters = target.counters[name]
+            oldest = min((p.key[0] for p in pending), default=None)
+            groups.append(
+                GroupStats(
+                    group=name,
+                    acked=counters.acked,
+                    dropped=counters.dropped,
+                    dead_lettered=counters.dead_lettered,
+                    pending=len(pending),
+                    lag=group.unread(target) + retry_group.unread(retry),
+                    delayed=len(retry.scheduled),
+                    oldest_pending_ms=None if oldest is None else max(0, now - oldest),
+                    consumers=tuple(consumers),
+                )
+            )
+        return StreamStats(
+            stream, len(target.keys), len(target.scheduled), len(target.dead), tuple(groups)
+        )
+
+    async def dead_letters(self, stream: str, *, limit: int = 100) -> list[DeadLetterRecord]:
+        self._check_open(f"list dead letters of stream {stream!r}")
+        target = self._store.streams.get(stream)
+        if target is None:
+            return []
+        return [record for record, _ in list(target.dead.values())[:limit]]
+
+    async def replay(self, stream: str, ids: Sequence[str] | None = None) -> list[str]:
+        self._check_open(f"replay dead letters of stream {stream!r}")
+        target = self._store.streams.get(stream)
+        if target is None:
+            return []
+        now = self._store.clock.now_ms()
+        new_ids = []
+        for dead_id in list(target.dead) if ids is None else ids:
+            dead = target.dead.pop(dead_id, None)
+            if dead is not None:  # replayed or purged already: nothing to do
+                new_ids.append(target.append(redelivery_fields(dead[1]), now))
+        if new_ids:
+            self._store.notify(stream)
+        return new_ids
+
+    async def purge(self, stream: str, ids: Sequence[str] | None = None) -> int:
+        self._check_open(f"purge dead letters of stream {stream!r}")
+        target = self._store.streams.get(stream)
+        if target is None:
+            return 0
+        if ids is None:
+            count = len(target.dead)
+            target.dead.clear()
+            return count
+        return sum(target.dead.pop(dead_id, None) is not None for dead_id in ids)
+
+    async def trim(self, stream: str, *, dry_run: bool = False) -> int:
+        self._check_open(f"trim stream {stream!r}")
+        target = self._store.streams.get(stream)
+        if target is None:
+            return 0
+        if not dry_run:  # retry streams too, uncounted: they are ours, not the user's
+            for name in target.groups:
+                _trim(self._store.retry_stream(stream, name), dry_run=False)
+        return _trim(target, dry_run=dry_run)
+
+    # -- closing ----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close this handle and its consumers; the data stays for other handles."""
+        self._closed = True
+        for consumer in list(self._consumers):
+            consumer.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _check_open(self, operation: str) -> None:
+        if self._closed:
+            raise BrokerClosed(f"cannot {operation}: the broker {self.url} is closed")
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _trim(stream: Stream, *, dry_run: bool) -> int:
+    # Without a group, nothing is known to be acknowledged: jobs published before the
+    # first worker must survive.
+    if not stream.groups:
+        return 0
+    bound = stream.oldest_needed()
+    if bound is None:
+        bound = (stream.last_id[0], stream.last_id[1] + 1)
+    if dry_run:
+        return bisect_left(stream.keys, bound)
+    return stream.trim_below(bound)
+
+
+_CAPABILITIES = Capabilities(
+    delayed_publish=True,
+    delayed_retry=True,
+    dead_letters=True,
+    reclaim=True,
+    extend=True,
+    release=True,
+    admin=True,
+    process_local=True,
+)
