@@ -94,6 +94,8 @@ async def test_trim_with_two_groups_at_different_positions_keeps_everything_unac
     read = await behind.fetch(5, 100)
     await behind.settle([(e, Ack()) for e in read[:3]])  # 3, 4 stay pending; 5-9 unread
 
+    assert await broker.trim(stream, dry_run=True) == 3
+    assert (await broker.stats(stream)).length == 10
     assert await broker.trim(stream) == 3
     assert await broker.trim(stream) == 0
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pulses import ConsumerInfo, DeadLetterRecord, GroupStats, StreamStats, decode_fields
+from pulses._codec import redelivery_fields
 from pulses_redis._connection import Connection
-from pulses_redis._consumer import without_delivery_fields
 from pulses_redis._keys import StreamKeys
 from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, run_script
 from redis import exceptions as rx
@@ -145,7 +145,7 @@ class AdminFacet:
                 commands = [
                     REPLAY.call(
                         [keys.dead, stream],
-                        [entry_id, *without_delivery_fields(fields[_META_FIELDS:])],
+                        [entry_id, *redelivery_fields(fields[_META_FIELDS:])],
                     )
                     for entry_id, fields in entries
                 ]
@@ -186,11 +186,14 @@ class AdminFacet:
                 removed = 0
         return removed
 
-    async def trim(self, stream: str) -> int:
-        """Remove the entries every group has acknowledged; never a blind MAXLEN."""
+    async def trim(self, stream: str, *, dry_run: bool = False) -> int:
+        """Remove the entries every group has acknowledged; never a blind MAXLEN.
+
+        A group's retry stream needs no trim: its entries are deleted as they settle.
+        """
         self._conn.check("trim")
         async with self._conn.errors("trimming", stream=stream, keys={stream: "stream"}):
-            removed: int = await run_script(self._conn.client, TRIM, [stream])
+            removed: int = await run_script(self._conn.client, TRIM, [stream], [int(dry_run)])
         return removed
 
 

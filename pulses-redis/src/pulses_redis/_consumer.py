@@ -21,6 +21,7 @@ from pulses import (
     SettleError,
     decode_fields,
 )
+from pulses._codec import redelivery_fields
 from pulses_redis._connection import BLOCK_MARGIN, Connection
 from pulses_redis._errors import is_nogroup
 from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
@@ -40,7 +41,7 @@ from pulses_redis._scripts import (
 )
 from redis import exceptions as rx
 
-__all__ = ["RedisConsumer", "dead_letter_fields", "without_delivery_fields"]
+__all__ = ["RedisConsumer", "dead_letter_fields"]
 
 logger = logging.getLogger("pulses.redis")
 
@@ -49,7 +50,6 @@ _MOVE_EVERY = 0.1
 _MOVE_LIMIT = 1000
 _CHUNK = 1000
 """Ids per script call: Lua's unpack() has a stack limit of a few thousand values."""
-_REPLACED = frozenset({b"deliveries", b"enqueued"})
 
 
 class _Read:
@@ -479,25 +479,9 @@ class RedisConsumer:
             logger.debug("closing consumer %r of group %r: %r", self._name, self._group, exc)
 
 
-def without_delivery_fields(raw: Sequence[bytes]) -> list[bytes]:
-    """An entry's raw fields without the delivery count and first enqueue time."""
-    return [
-        value
-        for i in range(0, len(raw) - 1, 2)
-        if raw[i] not in _REPLACED
-        for value in (raw[i], raw[i + 1])
-    ]
-
-
 def _retry_fields(env: Envelope) -> list[bytes]:
     """The raw fields again, with this delivery's count and the first enqueue time."""
-    return [
-        *without_delivery_fields(env.raw),
-        b"deliveries",
-        str(env.deliveries).encode(),
-        b"enqueued",
-        str(env.enqueued_ms).encode(),
-    ]
+    return redelivery_fields(env.raw, env.deliveries, env.enqueued_ms)
 
 
 def dead_letter_fields(env: Envelope, reason: str, handler: str, group: str) -> list[Arg]:

@@ -264,7 +264,8 @@ TRIM = Script(
     """
 -- Remove the entries every group has acknowledged: MINID is the oldest entry any group
 -- still has pending or not yet read. No group: nothing is removed (jobs published before
--- the first worker must wait for it). KEYS: stream. Returns the number removed.
+-- the first worker must wait for it). KEYS: stream. ARGV: '1' for a dry run.
+-- Returns the number removed (or that would be).
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local function parse(id)
   local dash = string.find(id, '-', 1, true)
@@ -288,7 +289,14 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   if min_id == nil or less(keep, min_id) then min_id = keep end
 end
 if min_id == nil then return 0 end
-return redis.call('XTRIM', KEYS[1], 'MINID', min_id)
+if ARGV[1] ~= '1' then return redis.call('XTRIM', KEYS[1], 'MINID', min_id) end
+local count, start = 0, '-'
+while true do  -- a dry run: count what would go, a page at a time
+  local page = redis.call('XRANGE', KEYS[1], start, '(' .. min_id, 'COUNT', 1000)
+  count = count + #page
+  if #page < 1000 then return count end
+  start = '(' .. page[#page][1]
+end
 """,
 )
 
