@@ -13,7 +13,7 @@ An ACL user needs these commands and nothing else::
         +xadd +xreadgroup +xack +xclaim +xpending +xrange +xlen +xdel +xtrim
         +xinfo|groups +xinfo|consumers +xgroup|create +xgroup|delconsumer
         +zadd +zrange +zrangebyscore +zrem +zcard +hincrby +hgetall
-        +del +exists +type +evalsha +script|load
+        +del +exists +type +scan +evalsha +script|load
 
 (``~*`` can be narrowed to the streams and their ``{stream}:*`` companions.)
 Requires Redis 6.2 or later.

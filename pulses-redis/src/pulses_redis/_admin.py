@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from pulses import ConsumerInfo, DeadLetterRecord, GroupStats, StreamStats, decode_fields
 from pulses._codec import redelivery_fields
 from pulses_redis._connection import Connection
-from pulses_redis._keys import StreamKeys
+from pulses_redis._keys import StreamKeys, hash_tag_base
 from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, run_script
 from redis import exceptions as rx
 
@@ -19,6 +20,7 @@ _META_FIELDS = 12
 """A dead-letter record's leading fields: original_id, stream, reason, deliveries,
 handler, group (name/value pairs); the original entry's raw fields follow."""
 _PAGE = 1000
+_RETRY_KEY = re.compile(r".*:retry:(.+)", re.DOTALL)
 
 
 class AdminFacet:
@@ -26,9 +28,41 @@ class AdminFacet:
 
     _conn: Connection
 
+    async def streams(self) -> list[str]:
+        """Every stream that has a consumer group or dead letters, sorted (by SCAN)."""
+        self._conn.check("streams")
+        client = self._conn.client
+        async with self._conn.errors("listing streams"):
+            keys: list[str] = []
+            cursor: Any = 0
+            while True:
+                cursor, batch = await command(
+                    client, "SCAN", cursor, "COUNT", _PAGE, "TYPE", "stream"
+                )
+                keys += [key.decode(errors="replace") for key in batch]
+                if int(cursor) == 0:
+                    break
+            infos = await run_pipeline(client, [("XINFO", "GROUPS", key) for key in keys])
+        existing = set(keys)
+        found: set[str] = set()
+        for key, info in zip(keys, infos, strict=True):
+            groups = set() if isinstance(info, Exception) else {_pairs(g)[b"name"] for g in info}
+            retry = _RETRY_KEY.fullmatch(key)
+            if retry and retry[1].encode() in groups:
+                continue  # a group's retry stream: ours, not the user's
+            if groups:
+                found.add(key)
+            elif key.endswith(":dead"):
+                base = key.removesuffix(":dead")
+                untagged = base[1:-1] if base.startswith("{") and base.endswith("}") else base
+                # "{emails}:dead" belongs to "emails" unless "{emails}" is a stream itself.
+                tagged = base in existing or hash_tag_base(untagged) != base
+                found.add(base if tagged else untagged)
+        return sorted(found)
+
     async def stats(self, stream: str) -> StreamStats:
         """Every published message of each group is in exactly one bucket."""
-        self._conn.check("stats")
+        self._conn.check(f"reading stats of stream {stream!r}")
         keys = StreamKeys(stream)
         async with self._conn.errors(
             "reading stats",
@@ -122,7 +156,7 @@ class AdminFacet:
 
     async def dead_letters(self, stream: str, *, limit: int = 100) -> list[DeadLetterRecord]:
         """Oldest first."""
-        self._conn.check("dead_letters")
+        self._conn.check(f"listing dead letters of stream {stream!r}")
         keys = StreamKeys(stream)
         async with self._conn.errors(
             "listing dead letters", stream=stream, keys={keys.dead: "stream"}
@@ -134,7 +168,7 @@ class AdminFacet:
 
     async def replay(self, stream: str, ids: Sequence[str] | None = None) -> list[str]:
         """Publish dead letters anew with their deliveries reset, and remove them."""
-        self._conn.check("replay")
+        self._conn.check(f"replaying dead letters of stream {stream!r}")
         keys = StreamKeys(stream)
         client = self._conn.client
         new_ids: list[str] = []
@@ -173,7 +207,7 @@ class AdminFacet:
             start = b"(" + page[-1][0]
 
     async def purge(self, stream: str, ids: Sequence[str] | None = None) -> int:
-        self._conn.check("purge")
+        self._conn.check(f"purging dead letters of stream {stream!r}")
         keys = StreamKeys(stream)
         async with self._conn.errors(
             "purging dead letters", stream=stream, keys={keys.dead: "stream"}
@@ -191,7 +225,7 @@ class AdminFacet:
 
         A group's retry stream needs no trim: its entries are deleted as they settle.
         """
-        self._conn.check("trim")
+        self._conn.check(f"trimming stream {stream!r}")
         async with self._conn.errors("trimming", stream=stream, keys={stream: "stream"}):
             removed: int = await run_script(self._conn.client, TRIM, [stream], [int(dry_run)])
         return removed

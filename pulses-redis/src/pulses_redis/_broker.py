@@ -95,7 +95,7 @@ class RedisBroker(AdminFacet):
         delay_ms: int = 0,
     ) -> str:
         check_publish(stream, payload, headers, delay_ms)
-        self._conn.check("publish")
+        self._conn.check(f"publishing to stream {stream!r}")
         fields = encode_fields(payload, headers)
         client = self._conn.client
         if delay_ms:
@@ -117,7 +117,7 @@ class RedisBroker(AdminFacet):
     ) -> list[str]:
         for payload in payloads:
             check_publish(stream, payload, headers, 0)
-        self._conn.check("publish_many")
+        self._conn.check(f"publishing to stream {stream!r}")
         commands: list[tuple[Arg, ...]] = [
             ("XADD", stream, "*", *encode_fields(p, headers)) for p in payloads
         ]

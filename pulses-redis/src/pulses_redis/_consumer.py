@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ logger = logging.getLogger("pulses.redis")
 _MOVE_EVERY = 0.1
 """Seconds between two runs of the delayed-entry mover piggy-backed on fetch."""
 _MOVE_LIMIT = 1000
+_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _CHUNK = 1000
 """Ids per script call: Lua's unpack() has a stack limit of a few thousand values."""
 
@@ -98,10 +100,9 @@ class RedisConsumer:
         self._wake_at = math.inf
         self._closed = False
         timeout = conn.client.connection_pool.connection_kwargs.get("socket_timeout")
+        # A blocking read must end before the socket timeout, or it reads as a stall.
         self._max_block_ms = (
-            int((timeout - BLOCK_MARGIN) * 1000)
-            if timeout and timeout > BLOCK_MARGIN + 0.5
-            else 500
+            2**31 if timeout is None else max(100, int((timeout - BLOCK_MARGIN) * 1000))
         )
 
     @property
@@ -175,23 +176,14 @@ class RedisConsumer:
             recovered = await self._recover(max_count)
             if recovered or self._recovering:
                 return recovered
-        client = self._conn.client
         now = time.monotonic()
-        commands: list[tuple[Arg, ...]] = []
-        if now >= self._next_move or now >= self._wake_at:
-            self._next_move = now + _MOVE_EVERY
-            commands = [
-                MOVE_DUE.call([k.delayed, k.stream, k.retry_delayed, k.retry], [_MOVE_LIMIT])
-                for k in self._keys
-            ]
+        # The mover of due delayed entries rides along with a read at most every
+        # _MOVE_EVERY while messages flow, and before every read that finds nothing.
+        moved = now >= self._next_move or now >= self._wake_at
         reads = self._rotated()
-        commands.append(READ.call([r.key for r in reads], [self._group, self._name, max_count]))
-        *moved, reply = await run_pipeline(client, commands)
-        if moved:
-            self._note_due(now, moved)
-        if isinstance(reply, Exception):
-            raise reply
-        envelopes = self._envelopes(reply)
+        envelopes = await self._read(reads, max_count, moved)
+        if not envelopes and not moved:
+            envelopes = await self._read(reads, max_count, True)
         if envelopes or block_ms <= 0:
             return envelopes
         block = min(block_ms, self._max_block_ms)
@@ -201,19 +193,10 @@ class RedisConsumer:
             return []
         count = max(1, max_count // len(reads))
         reply = await command(
-            client,
-            "XREADGROUP",
-            "GROUP",
-            self._group,
-            self._name,
-            "COUNT",
-            count,
-            "BLOCK",
-            block,
-            "STREAMS",
-            *[r.key for r in reads],
-            *[">"] * len(reads),
-        )
+            self._conn.client,
+            "XREADGROUP", "GROUP", self._group, self._name, "COUNT", count, "BLOCK", block,
+            "STREAMS", *[r.key for r in reads], *[">"] * len(reads),
+        )  # fmt: skip
         envelopes = self._envelopes(reply) if reply else []
         if len(envelopes) > max_count:
             # COUNT is per stream: with fewer slots than streams, several streams filling
@@ -222,6 +205,24 @@ class RedisConsumer:
             self._stash.extend(envelopes[max_count:])
             del envelopes[max_count:]
         return envelopes
+
+    async def _read(self, reads: list[_Read], max_count: int, move: bool) -> list[Envelope]:
+        """One round trip: the mover when asked, then a non-blocking fair read."""
+        commands: list[tuple[Arg, ...]] = []
+        now = time.monotonic()
+        if move:
+            self._next_move = now + _MOVE_EVERY
+            commands = [
+                MOVE_DUE.call([k.delayed, k.stream, k.retry_delayed, k.retry], [_MOVE_LIMIT])
+                for k in self._keys
+            ]
+        commands.append(READ.call([r.key for r in reads], [self._group, self._name, max_count]))
+        *waits, reply = await run_pipeline(self._conn.client, commands)
+        if waits:
+            self._note_due(now, waits)
+        if isinstance(reply, Exception):
+            raise reply
+        return self._envelopes(reply)
 
     def _note_due(self, now: float, moved: Sequence[Any]) -> None:
         waits = []
@@ -304,15 +305,20 @@ class RedisConsumer:
         owners: list[list[tuple[Envelope, Outcome]]] = []
         plain: dict[tuple[str, str], list[tuple[Envelope, Outcome]]] = {}
         group = self._group
+        # An item that cannot be an entry of ours fails alone, not its whole XACK.
+        rejected: list[tuple[Envelope, Outcome]] = []
         for item in items:
             env, outcome = item
+            read = self._by_name.get(env.source)
+            if read is None or not _ENTRY_ID.fullmatch(env.id):
+                rejected.append(item)
+                continue
             match outcome:
                 case Ack():
                     plain.setdefault((env.source, "acked"), []).append(item)
                 case Drop():
                     plain.setdefault((env.source, "dropped"), []).append(item)
                 case Retry(after_ms=after_ms):
-                    read = self._read_of(env)
                     commands.append(
                         RETRY.call(
                             [env.source, read.keys.retry, read.keys.retry_delayed],
@@ -330,7 +336,6 @@ class RedisConsumer:
                     if after_ms:
                         self._wake_at = min(self._wake_at, time.monotonic() + after_ms / 1000)
                 case DeadLetter(reason=reason):
-                    read = self._read_of(env)
                     commands.append(
                         DEAD_LETTER.call(
                             [env.source, read.keys.dead, read.keys.counts],
@@ -356,8 +361,11 @@ class RedisConsumer:
                 owners.append(chunk)
         async with self._scope("settling"):
             results = await run_pipeline(self._conn.client, commands)
-        failed: list[tuple[Envelope, Outcome]] = []
-        errors: list[str] = []
+        failed = rejected.copy()
+        errors = [
+            f"message {env.id!r} of {env.stream!r} is not an entry this consumer fetched"
+            for env, _ in rejected[:1]
+        ]
         held = self._held
         for owned, result in zip(owners, results, strict=True):
             if isinstance(result, Exception):
@@ -372,15 +380,6 @@ class RedisConsumer:
                 f"{', '.join(map(repr, self._streams))} failed: {errors[0]}",
                 failed,
             )
-
-    def _read_of(self, env: Envelope) -> _Read:
-        try:
-            return self._by_name[env.source]
-        except KeyError:
-            raise ValueError(
-                f"message {env.id} of {env.stream!r} was not fetched by this "
-                f"consumer of {', '.join(map(repr, self._streams))}"
-            ) from None
 
     # -- leases -------------------------------------------------------------------
 
@@ -452,7 +451,7 @@ class RedisConsumer:
                 self._conn.client,
                 RECLAIM,
                 [read.key],
-                [self._group, self._name, min_idle_ms, max_count - len(got), *self._held[read.key]],
+                [self._group, self._name, min_idle_ms, max_count - len(got)],
             )
             got += self._envelopes([(read.key.encode(), claimed)], counts)
             vanished += [entry_id.decode() for entry_id in gone]

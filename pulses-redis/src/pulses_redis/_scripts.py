@@ -223,22 +223,19 @@ return out
 RECLAIM = Script(
     "reclaim",
     """
--- Entries idle longer than min_idle in any consumer of the group (this one's too, unless
--- it still holds them), with exact delivery counts. XPENDING's IDLE filter reaches idle
--- entries behind any number of fresh ones; entries deleted from the stream are acked
--- and reported once instead of claimed.
--- KEYS: stream. ARGV: group, consumer, min_idle, count, ids this consumer holds...
+-- Entries idle longer than min_idle in any consumer of the group, with exact delivery
+-- counts. XPENDING's IDLE filter reaches idle entries behind any number of fresh ones;
+-- entries deleted from the stream are acked and reported once instead of claimed.
+-- KEYS: stream. ARGV: group, consumer, min_idle, count.
 -- Returns {claimed entries, their counts, vanished ids}.
 local group, me, min_idle, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local held = {}
-for i = 5, #ARGV do held[ARGV[i]] = true end
 local ids, counts, vanished = {}, {}, {}
 local start = '-'
 while #ids < want do
   local batch = redis.call('XPENDING', KEYS[1], group, 'IDLE', min_idle, start, '+', want)
   for _, p in ipairs(batch) do
     local id = p[1]
-    if #ids < want and not (p[2] == me and held[id]) then
+    if #ids < want then
       if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
         redis.call('XACK', KEYS[1], group, id)
         vanished[#vanished + 1] = id
