@@ -1,0 +1,771 @@
+"""The broker conformance suite: every case of CONFORMANCE.md, written once, for any broker.
+
+A broker author subclasses :class:`BrokerConformance` and provides a ``harness`` fixture
+that yields a :class:`~pulses.testing.BrokerHarness`::
+
+    from pulses.testing.conformance import BrokerConformance
+
+    class TestMyBroker(BrokerConformance):
+        @pytest.fixture
+        async def harness(self):
+            harness = MyHarness()
+            yield harness
+            await harness.aclose()
+
+Needs pytest and pytest-asyncio; nothing else in ``pulses.testing`` imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from pulses._broker import Broker, Consumer, DeadLetterRecord, StreamAdmin
+from pulses._envelope import Envelope
+from pulses._errors import BrokerClosed, PulsesError, SettleError, Unsupported
+from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
+from pulses.testing._harness import BrokerHarness
+
+__all__ = ["BrokerConformance"]
+
+IDLE_MS = 200
+"""The reclaim idle time of the suite: short, because real brokers wait it out."""
+PAST_IDLE_MS = IDLE_MS + 100
+HEADERS = {"trace": "abc-123", "ünïcode": "välue ✓"}
+_REDIS_ID = re.compile(r"(\d+)-(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """Fresh names per test, so harnesses may share one server between tests."""
+
+    s: str
+    t: str
+    g: str
+    g2: str
+
+    @classmethod
+    def fresh(cls) -> _Names:
+        tag = uuid.uuid4().hex[:10]
+        return cls(f"s-{tag}", f"t-{tag}", f"g-{tag}", f"G2-{tag}")
+
+
+def _consumer(
+    broker: Broker[Any], group: str, name: str, *streams: str, handler: str = "conformance"
+) -> Consumer:
+    return broker.consumer(broker.subscription(group, consumer=name), streams, handler=handler)
+
+
+async def _ready(
+    broker: Broker[Any], group: str, name: str, *streams: str, handler: str = "conformance"
+) -> Consumer:
+    consumer = _consumer(broker, group, name, *streams, handler=handler)
+    await consumer.ensure()
+    return consumer
+
+
+async def _fetch_n(consumer: Consumer, n: int, *, within_s: float = 5.0) -> list[Envelope]:
+    """Exactly ``n`` messages, fetching without blocking until they are there."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    got: list[Envelope] = []
+    while len(got) < n:
+        batch = await consumer.fetch(n - len(got), 0)
+        assert len(batch) <= n - len(got), "fetch returned more than max_count"
+        got += batch
+        if len(got) < n:
+            if loop.time() > deadline:
+                raise AssertionError(f"only {len(got)} of {n} messages within {within_s}s")
+            await asyncio.sleep(0.005)
+    return got
+
+
+async def _nothing(consumer: Consumer) -> None:
+    assert list(await consumer.fetch(100, 0)) == []
+
+
+async def _settle(consumer: Consumer, *items: tuple[Envelope, Outcome]) -> None:
+    await consumer.settle(list(items))
+
+
+def _admin(broker: Broker[Any]) -> StreamAdmin | None:
+    if broker.capabilities.admin:
+        assert isinstance(broker, StreamAdmin), "declares admin but is no StreamAdmin"
+        return broker
+    return None
+
+
+def _require_admin(broker: Broker[Any]) -> StreamAdmin:
+    admin = _admin(broker)
+    if admin is None:
+        pytest.skip(f"{broker.url} declares no admin facet; this case needs it")
+    return admin
+
+
+def _ids(items: Sequence[Envelope] | Sequence[DeadLetterRecord]) -> list[str]:
+    return [item.id for item in items]
+
+
+class BrokerConformance:
+    """Every case of the conformance list, as test methods over a ``harness`` fixture.
+
+    Subclasses provide the ``harness`` fixture; see the module docstring.
+    """
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture
+    def names(self) -> _Names:
+        return _Names.fresh()
+
+    @pytest_asyncio.fixture
+    async def broker(self, harness: BrokerHarness) -> AsyncIterator[Broker[Any]]:
+        broker = await harness.connect()
+        yield broker
+        await broker.aclose()
+
+    # -- publishing and reading (1-8) -------------------------------------------------
+
+    async def test_published_messages_arrive_with_the_same_bytes_headers_and_one_delivery(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        payloads = [
+            b"",
+            bytes(range(256)),
+            b"\xff\xfe\x00 not utf-8 \x80",
+            bytes(range(256)) * 4096,
+        ]
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        ids = [await broker.publish(names.s, p, headers=HEADERS) for p in payloads]
+        got = await _fetch_n(c1, len(payloads))
+        assert _ids(got) == ids
+        assert len(set(ids)) == len(ids)
+        for envelope, payload in zip(got, payloads, strict=True):
+            assert envelope.payload == payload
+            assert dict(envelope.headers) == HEADERS
+            assert envelope.deliveries == 1
+            assert envelope.stream == names.s
+        parsed = [_REDIS_ID.fullmatch(i) for i in ids]
+        if all(parsed):  # Redis-style ids: they increase in publish order
+            keys = [(int(m[1]), int(m[2])) for m in parsed if m]
+            assert keys == sorted(keys)
+
+    async def test_messages_published_before_the_group_existed_are_delivered(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        early = await broker.publish(names.s, b"early")
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        late = await broker.publish(names.s, b"late")
+        assert _ids(await _fetch_n(c1, 2)) == [early, late]
+
+    async def test_publish_many_delivers_every_message_in_order_with_ids_in_order(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        payloads = [f"m{i}".encode() for i in range(50)]
+        ids = await broker.publish_many(names.s, payloads, headers={"batch": "1"})
+        got = await _fetch_n(c1, 50)
+        assert _ids(got) == ids
+        assert [e.payload for e in got] == payloads
+        assert all(e.headers == {"batch": "1"} and e.deliveries == 1 for e in got)
+
+    async def test_fetch_with_nothing_available_returns_empty_after_block_ms(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        fetch = asyncio.create_task(c1.fetch(10, 300))
+        await harness.advance(100)
+        assert not fetch.done(), "fetch returned before block_ms"
+        await harness.advance(300)
+        assert list(await asyncio.wait_for(fetch, 5)) == []
+
+    async def test_fetch_returns_early_when_a_message_is_published_during_the_wait(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        producer = await harness.connect()
+        try:
+            c1 = await _ready(broker, names.g, "c1", names.s)
+            fetch = asyncio.create_task(c1.fetch(10, 10_000))
+            await harness.advance(50)
+            assert not fetch.done()
+            entry_id = await producer.publish(names.s, b"wake up")
+            # Far sooner than block_ms, and without moving a manual clock.
+            got = await asyncio.wait_for(fetch, 3)
+            assert _ids(got) == [entry_id]
+        finally:
+            await producer.aclose()
+
+    async def test_fetch_over_several_streams_never_exceeds_max_count_in_total(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s, names.t)
+        await broker.publish_many(names.s, [b"s"] * 10)
+        await broker.publish_many(names.t, [b"t"] * 10)
+        seen = 0
+        for max_count in (3, 1, 4, 5, 7):
+            batch = await c1.fetch(max_count, 0)
+            assert 0 < len(batch) <= max_count
+            seen += len(batch)
+        assert seen == 20
+        await _nothing(c1)
+
+    async def test_no_stream_starves_both_appear_within_two_fetches(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s, names.t)
+        await broker.publish_many(names.s, [b"s"] * 20)
+        await broker.publish_many(names.t, [b"t"] * 20)
+        for max_count in (1, 3):
+            got = [*await c1.fetch(max_count, 0), *await c1.fetch(max_count, 0)]
+            assert {e.stream for e in got} == {names.s, names.t}, max_count
+
+    async def test_competing_consumers_receive_disjoint_messages_and_all_exactly_once(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        ids = await broker.publish_many(names.s, [str(i).encode() for i in range(40)])
+        got: dict[str, list[str]] = {"c1": [], "c2": []}
+        while len(got["c1"]) + len(got["c2"]) < len(ids):
+            b1, b2 = await asyncio.gather(c1.fetch(3, 0), c2.fetch(3, 0))
+            assert b1 or b2, "messages left but neither consumer got any"
+            got["c1"] += _ids(b1)
+            got["c2"] += _ids(b2)
+        assert not set(got["c1"]) & set(got["c2"])
+        assert sorted(got["c1"] + got["c2"]) == sorted(ids)
+        await _nothing(c1)
+        await _nothing(c2)
+
+    async def test_each_group_receives_every_message(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        other = await _ready(broker, names.g2, "c1", names.s)
+        ids = await broker.publish_many(names.s, [b"a", b"b", b"c"])
+        assert _ids(await _fetch_n(c1, 3)) == ids
+        assert _ids(await _fetch_n(other, 3)) == ids
+
+    async def test_delayed_publish_is_invisible_before_its_delay_and_delivered_after(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        if not broker.capabilities.delayed_publish:
+            with pytest.raises(Unsupported):
+                await broker.publish(names.s, b"later", delay_ms=300)
+            return
+        ticket = await broker.publish(names.s, b"later", headers=HEADERS, delay_ms=300)
+        assert ticket
+        await harness.advance(100)
+        await _nothing(c1)
+        await harness.advance(300)
+        [envelope] = await _fetch_n(c1, 1)
+        assert (envelope.payload, dict(envelope.headers), envelope.deliveries) == (
+            b"later",
+            HEADERS,
+            1,
+        )
+
+    # -- settling (9-13) ---------------------------------------------------------------
+
+    async def test_acked_message_is_never_delivered_again_and_acking_twice_is_harmless(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        await broker.publish(names.s, b"done")
+        [m] = await _fetch_n(c1, 1)
+        await _settle(c1, (m, Ack()))
+        await _settle(c1, (m, Ack()))
+        await harness.advance(PAST_IDLE_MS)
+        assert list((await c2.reclaim(IDLE_MS, 10)).envelopes) == []
+        await _nothing(c1)
+        await _nothing(c2)
+        if admin := _admin(broker):
+            [group] = [g for g in (await admin.stats(names.s)).groups if g.group == names.g]
+            assert (group.acked, group.pending, group.lag) == (1, 0, 0)
+
+    async def test_dropped_message_is_never_delivered_again_and_counted_as_dropped(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        await broker.publish(names.s, b"spam")
+        [m] = await _fetch_n(c1, 1)
+        await _settle(c1, (m, Drop("spam")))
+        await _settle(c1, (m, Drop("spam")))
+        await harness.advance(PAST_IDLE_MS)
+        assert list((await c1.reclaim(IDLE_MS, 10)).envelopes) == []
+        await _nothing(c1)
+        if admin := _admin(broker):
+            [group] = (await admin.stats(names.s)).groups
+            assert (group.acked, group.dropped, group.pending) == (0, 1, 0)
+
+    async def test_retry_is_invisible_before_its_delay_and_counts_one_more_delivery(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        if not broker.capabilities.delayed_retry:
+            pytest.skip(f"{broker.url} declares no delayed retries")
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        await broker.publish(names.s, b"again", headers=HEADERS)
+        [m] = await _fetch_n(c1, 1)
+        # Longer than the reclaim idle time: a reclaimer must still not see it.
+        await _settle(c1, (m, Retry(after_ms=2 * PAST_IDLE_MS)))
+        await _settle(c1, (m, Retry(after_ms=2 * PAST_IDLE_MS)))  # harmless: no second copy
+        await harness.advance(PAST_IDLE_MS)
+        await _nothing(c1)
+        assert list((await c2.reclaim(IDLE_MS, 10)).envelopes) == []
+        await harness.advance(PAST_IDLE_MS)
+        [again] = await _fetch_n(c2, 1)
+        assert (again.payload, dict(again.headers)) == (b"again", HEADERS)
+        assert again.deliveries == m.deliveries + 1 == 2
+        assert again.stream == names.s
+        assert again.enqueued_ms == m.enqueued_ms
+        await _settle(c2, (again, Retry()))
+        [third] = await _fetch_n(c1, 1)
+        assert third.deliveries == 3
+        await _nothing(c2)
+
+    async def test_retry_goes_only_to_the_group_that_retried(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        other = await _ready(broker, names.g2, "c1", names.s)
+        await broker.publish(names.s, b"fan-out")
+        [m] = await _fetch_n(c1, 1)
+        [seen] = await _fetch_n(other, 1)
+        await _settle(c1, (m, Retry()))
+        await _settle(other, (seen, Ack()))
+        [again] = await _fetch_n(c1, 1)
+        assert again.deliveries == 2
+        await harness.advance(PAST_IDLE_MS)
+        await _nothing(other)
+        assert list((await other.reclaim(IDLE_MS, 10)).envelopes) == []
+
+    async def test_dead_lettered_message_leaves_the_group_and_is_recorded_with_its_origin(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        if not broker.capabilities.dead_letters:
+            pytest.skip(f"{broker.url} declares no dead letters")
+        c1 = await _ready(broker, names.g, "c1", names.s, handler="Billing")
+        entry_id = await broker.publish(names.s, b"\x00poison", headers=HEADERS)
+        [m] = await _fetch_n(c1, 1)
+        await _settle(c1, (m, DeadLetter("cannot parse")))
+        await _settle(c1, (m, DeadLetter("cannot parse")))  # harmless: recorded once
+        await harness.advance(PAST_IDLE_MS)
+        await _nothing(c1)
+        assert list((await c1.reclaim(IDLE_MS, 10)).envelopes) == []
+        if admin := _admin(broker):
+            [record] = await admin.dead_letters(names.s)
+            assert record.original_id == entry_id
+            assert (record.stream, record.payload, dict(record.headers)) == (
+                names.s,
+                b"\x00poison",
+                HEADERS,
+            )
+            assert (record.reason, record.deliveries) == ("cannot parse", 1)
+            assert (record.handler, record.group) == ("Billing", names.g)
+            [group] = (await admin.stats(names.s)).groups
+            assert (group.dead_lettered, group.pending) == (1, 0)
+
+    async def test_a_mixed_batch_settle_applies_each_outcome_and_a_bad_item_loses_no_other(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        await broker.publish_many(names.s, [b"ack", b"drop", b"retry", b"dead", b"early"])
+        ack, drop, retry, dead, early = await _fetch_n(c1, 5)
+        await _settle(c1, (early, Ack()))
+        bogus = Envelope("not-an-id", names.s, b"", {}, 1, 0, [b"payload", b""])
+        batch: list[tuple[Envelope, Outcome]] = [
+            (ack, Ack()),
+            (bogus, Ack()),
+            (drop, Drop()),
+            (retry, Retry()),
+            (early, Ack()),
+            (dead, DeadLetter("bad")),
+        ]
+        failed: list[Envelope] = []
+        try:
+            await c1.settle(batch)
+        except SettleError as exc:  # allowed, if it names exactly the unsettleable item
+            failed = [env for env, _ in exc.failed]
+        assert failed in ([], [bogus])
+        [again] = await _fetch_n(c1, 1)
+        assert (again.payload, again.deliveries) == (b"retry", 2)
+        await _settle(c1, (again, Ack()))
+        await _nothing(c1)
+        if admin := _admin(broker):
+            [group] = (await admin.stats(names.s)).groups
+            assert (group.acked, group.dropped, group.dead_lettered, group.pending) == (3, 1, 1, 0)
+            assert [r.payload for r in await admin.dead_letters(names.s)] == [b"dead"]
+
+    # -- leases, reclaim and release (14-20) -------------------------------------------
+
+    async def test_unsettled_message_is_reclaimable_once_idle_longer_than_min_idle_not_before(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        if not broker.capabilities.reclaim:
+            with pytest.raises(Unsupported):
+                await c2.reclaim(IDLE_MS, 10)
+            return
+        await broker.publish(names.s, b"stuck", headers=HEADERS)
+        [m] = await _fetch_n(c1, 1)
+        assert list((await c2.reclaim(IDLE_MS, 10)).envelopes) == []
+        await harness.advance(IDLE_MS // 2)
+        assert list((await c2.reclaim(IDLE_MS, 10)).envelopes) == []
+        await harness.advance(IDLE_MS)
+        [taken] = (await c2.reclaim(IDLE_MS, 10)).envelopes
+        assert (taken.id, taken.payload, dict(taken.headers)) == (m.id, b"stuck", HEADERS)
+        assert taken.deliveries == m.deliveries + 1
+        # Now c2's, freshly: not reclaimable again at once.
+        assert list((await c1.reclaim(IDLE_MS, 10)).envelopes) == []
+        await _settle(c2, (taken, Ack()))
+        await harness.advance(PAST_IDLE_MS)
+        assert list((await c1.reclaim(IDLE_MS, 10)).envelopes) == []
+
+    async def test_extend_keeps_a_message_from_reclaim_without_counting_a_delivery(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        await broker.publish(names.s, b"long job")
+        [m] = await _fetch_n(c1, 1)
+        if not broker.capabilities.extend:
+            with pytest.raises(Unsupported):
+                await c1.extend([m])
+            return
+        for _ in range(3):  # three times the idle time in all, extended along the way
+            await harness.advance(IDLE_MS // 2)
+            await c1.extend([m])
+            await harness.advance(IDLE_MS // 2)
+            await c1.extend([m])
+            assert list((await c2.reclaim(IDLE_MS, 10)).envelopes) == []
+        await harness.advance(PAST_IDLE_MS)
+        [taken] = (await c2.reclaim(IDLE_MS, 10)).envelopes
+        assert taken.deliveries == 2
+
+    async def test_released_messages_go_to_another_consumer_at_once_with_the_same_deliveries(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        ids = await broker.publish_many(names.s, [b"a", b"b", b"c"])
+        got = await _fetch_n(c1, 3)
+        if not broker.capabilities.release:
+            with pytest.raises(Unsupported):
+                await c1.release(got[1:])
+            return
+        await c1.release(got[1:])
+        # Without waiting for any idle time.
+        taken = (await c2.reclaim(60_000, 10)).envelopes
+        assert sorted(_ids(taken)) == sorted(ids[1:])
+        assert all(e.deliveries == 1 for e in taken)
+        assert list((await c1.reclaim(60_000, 10)).envelopes) == []
+
+    async def test_reclaim_counts_every_delivery_and_a_reclaimed_dead_letter_is_recorded(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s, handler="Crashy")
+        c2 = await _ready(broker, names.g, "c2", names.s, handler="Crashy")
+        entry_id = await broker.publish(names.s, b"kills its worker")
+        [m] = await _fetch_n(c1, 1)
+        assert m.deliveries == 1
+        holder, other = c1, c2
+        for expected in (2, 3, 4):
+            await harness.advance(PAST_IDLE_MS)
+            [m] = (await other.reclaim(IDLE_MS, 10)).envelopes
+            assert (m.id, m.deliveries) == (entry_id, expected)
+            holder, other = other, holder
+        await _settle(holder, (m, DeadLetter("delivered 4 times")))
+        await harness.advance(PAST_IDLE_MS)
+        assert list((await other.reclaim(IDLE_MS, 10)).envelopes) == []
+        if admin := _admin(broker):
+            [record] = await admin.dead_letters(names.s)
+            assert (record.original_id, record.deliveries, record.reason) == (
+                entry_id,
+                4,
+                "delivered 4 times",
+            )
+            assert (record.handler, record.group) == ("Crashy", names.g)
+
+    async def test_a_pending_message_whose_entry_vanished_is_reported_once_and_never_again(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        gone, kept = await broker.publish_many(names.s, [b"gone", b"kept"])
+        await _fetch_n(c1, 2)
+        await harness.delete_entry(broker, names.s, gone)
+        await harness.advance(PAST_IDLE_MS)
+        first = await c2.reclaim(IDLE_MS, 10)
+        assert _ids(first.envelopes) == [kept]
+        assert list(first.vanished) == [gone]
+        await harness.advance(PAST_IDLE_MS)
+        second = await c1.reclaim(IDLE_MS, 10)
+        assert _ids(second.envelopes) == [kept]
+        assert list(second.vanished) == []
+        if admin := _admin(broker):
+            [group] = (await admin.stats(names.s)).groups
+            assert group.pending == 1
+
+    async def test_reclaim_returns_at_most_max_count_and_reaches_idle_ones_behind_fresh_ones(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        ids = await broker.publish_many(names.s, [str(i).encode() for i in range(300)])
+        got = await _fetch_n(c1, 300)
+        await harness.advance(PAST_IDLE_MS)
+        # The first 290 stay fresh; the last 10 sit idle behind them.
+        await c1.extend(got[:290])
+        first = (await c2.reclaim(IDLE_MS, 4)).envelopes
+        assert len(first) == 4
+        rest: list[Envelope] = []
+        for _ in range(10):
+            batch = (await c2.reclaim(IDLE_MS, 4)).envelopes
+            assert len(batch) <= 4
+            if not batch:
+                break
+            rest += batch
+        assert sorted(_ids([*first, *rest])) == sorted(ids[290:])
+        assert all(e.deliveries == 2 for e in [*first, *rest])
+
+    async def test_a_restarted_consumer_gets_back_its_own_pending_messages_once(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        ids = await broker.publish_many(names.s, [b"a", b"b", b"c"])
+        await _fetch_n(c1, 3)
+        await c1.aclose()
+        restarted_broker = await harness.connect()
+        try:
+            restarted = await _ready(restarted_broker, names.g, "c1", names.s)
+            # No idle time has passed: these come back because they were this name's.
+            back = [*await restarted.fetch(2, 0), *await restarted.fetch(10, 0)]
+            assert sorted(_ids(back)) == sorted(ids)
+            assert all(e.deliveries == 2 for e in back)
+            await _nothing(restarted)
+            late = await broker.publish(names.s, b"new")
+            [new] = await _fetch_n(restarted, 1)
+            assert (new.id, new.deliveries) == (late, 1)
+            await _settle(restarted, *[(e, Ack()) for e in [*back, new]])
+            await _nothing(restarted)
+        finally:
+            await restarted_broker.aclose()
+
+    # -- dead letters and administration (21-23) ----------------------------------------
+
+    async def test_dead_letters_can_be_listed_replayed_once_and_purged(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        admin = _require_admin(broker)
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        await broker.publish_many(names.s, [b"one", b"two", b"three"], headers=HEADERS)
+        one, two, three = await _fetch_n(c1, 3)
+        await _settle(c1, (one, Retry()))
+        [one] = await _fetch_n(c1, 1)
+        await _settle(
+            c1,
+            (one, DeadLetter("first")),
+            (two, DeadLetter("second")),
+            (three, DeadLetter("third")),
+        )
+        records = await admin.dead_letters(names.s)
+        assert [(r.payload, r.reason) for r in records] == [
+            (b"one", "first"),
+            (b"two", "second"),
+            (b"three", "third"),
+        ]
+        assert _ids(await admin.dead_letters(names.s, limit=1)) == [records[0].id]
+        assert (await admin.stats(names.s)).dead_letters == 3
+
+        new_ids = await admin.replay(names.s, [records[0].id])
+        assert len(new_ids) == 1
+        [replayed] = await _fetch_n(c1, 1)
+        assert (replayed.id, replayed.payload, dict(replayed.headers)) == (
+            new_ids[0],
+            b"one",
+            HEADERS,
+        )
+        assert replayed.deliveries == 1
+        assert await admin.replay(names.s, [records[0].id]) == []
+        await _nothing(c1)
+        assert _ids(await admin.dead_letters(names.s)) == [records[1].id, records[2].id]
+
+        assert await admin.purge(names.s, [records[1].id]) == 1
+        assert await admin.purge(names.s, [records[1].id]) == 0
+        assert await admin.purge(names.s) == 1
+        assert await admin.dead_letters(names.s) == []
+        assert await admin.replay(names.s) == []
+
+    async def test_stats_put_every_published_message_in_exactly_one_bucket(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        admin = _require_admin(broker)
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        await _ready(broker, names.g2, "c9", names.s)
+        await broker.publish_many(names.s, [str(i).encode() for i in range(7)])
+        await broker.publish(names.s, b"later", delay_ms=60_000)
+        acked, dropped, dead, retried, *_ = await _fetch_n(c1, 6)
+        await _settle(
+            c1,
+            (acked, Ack()),
+            (dropped, Drop()),
+            (dead, DeadLetter("x")),
+            (retried, Retry(after_ms=60_000)),
+        )
+        stats = await admin.stats(names.s)
+        assert (stats.stream, stats.length, stats.delayed, stats.dead_letters) == (names.s, 7, 1, 1)
+        by_group = {g.group: g for g in stats.groups}
+        assert set(by_group) == {names.g, names.g2}
+        g = by_group[names.g]
+        assert (g.acked, g.dropped, g.dead_lettered, g.pending, g.lag, g.delayed) == (
+            1,
+            1,
+            1,
+            2,
+            1,
+            1,
+        )
+        assert g.oldest_pending_ms is not None
+        assert g.oldest_pending_ms >= 0
+        assert {c.name: c.pending for c in g.consumers}.get("c1") == 2
+        g2 = by_group[names.g2]
+        assert (g2.acked, g2.dropped, g2.dead_lettered, g2.pending, g2.lag, g2.delayed) == (
+            0,
+            0,
+            0,
+            0,
+            7,
+            0,
+        )
+        assert g2.oldest_pending_ms is None
+        for group in stats.groups:
+            buckets = (
+                group.acked
+                + group.dropped
+                + group.dead_lettered
+                + group.pending
+                + group.lag
+                + group.delayed
+            )
+            assert buckets + stats.delayed == 8, group.group
+        assert names.s in await admin.streams()
+
+    async def test_trim_removes_only_what_every_group_has_acknowledged(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        admin = _require_admin(broker)
+        await broker.publish(names.s, b"before any group")
+        assert await admin.trim(names.s) == 0  # no group yet: nothing is acknowledged
+        slow = await _ready(broker, names.g, "c1", names.s)
+        fast = await _ready(broker, names.g2, "c1", names.s)
+        await broker.publish_many(names.s, [str(i).encode() for i in range(5)])
+        await _settle(fast, *[(e, Ack()) for e in await _fetch_n(fast, 6)])
+        first, second = await _fetch_n(slow, 2)
+        await _settle(slow, (first, Ack()))  # `second` stays pending; 4 are unread by g
+        assert await admin.trim(names.s, dry_run=True) == 1
+        assert (await admin.stats(names.s)).length == 6
+        assert await admin.trim(names.s) == 1
+        assert (await admin.stats(names.s)).length == 5
+        assert await admin.trim(names.s) == 0
+        # Nothing g has not acknowledged was lost: its pending one and its unread ones.
+        await harness.advance(PAST_IDLE_MS)
+        reclaimed = await slow.reclaim(IDLE_MS, 10)
+        assert (_ids(reclaimed.envelopes), list(reclaimed.vanished)) == ([second.id], [])
+        rest = await _fetch_n(slow, 4)
+        await _settle(slow, *[(e, Ack()) for e in [*reclaimed.envelopes, *rest]])
+        assert await admin.trim(names.s) == 5
+        assert (await admin.stats(names.s)).length == 0
+
+    # -- robustness (24-26) -------------------------------------------------------------
+
+    async def test_foreign_entries_are_delivered_with_their_raw_fields_and_spoil_no_batch(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        duplicates = [(b"payload", b"first"), (b"payload", b"second"), (b"\xff\xfe", b"\x80")]
+        no_payload = [(b"something", b"else")]
+        garbage = [
+            (b"payload", b"p"),
+            (b"headers", b"{not json"),
+            (b"deliveries", b"many"),
+            (b"enqueued", b"\xff"),
+        ]
+        before = await broker.publish(names.s, b"ours", headers=HEADERS)
+        foreign = [
+            await harness.add_foreign(broker, names.s, f) for f in (duplicates, no_payload, garbage)
+        ]
+        after = await broker.publish(names.s, b"ours too")
+        got = await c1.fetch(10, 0)
+        assert _ids(got) == [before, *foreign, after]
+        ours, dup, bare, junk, ours_too = got
+        assert (ours.payload, dict(ours.headers)) == (b"ours", HEADERS)
+        assert ours_too.payload == b"ours too"
+        assert (dup.fields, dup.payload) == (duplicates, b"first")
+        assert (bare.fields, bare.payload, dict(bare.headers)) == (no_payload, b"", {})
+        assert (junk.fields, junk.payload, dict(junk.headers)) == (garbage, b"p", {})
+        assert all(e.deliveries == 1 for e in got)
+        assert junk.enqueued_ms > 0
+        await _settle(c1, *[(e, Retry()) for e in got])
+        again = await _fetch_n(c1, 5)
+        assert all(e.deliveries == 2 for e in again)
+        assert [e.payload for e in again] == [b"ours", b"first", b"", b"p", b"ours too"]
+
+    async def test_closing_twice_is_harmless_and_use_after_close_raises_broker_closed(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        await c1.aclose()
+        await c1.aclose()
+        with pytest.raises(BrokerClosed):
+            await c1.fetch(1, 0)
+        other = await harness.connect()
+        c2 = await _ready(other, names.g, "c2", names.s)
+        await other.aclose()
+        await other.aclose()
+        with pytest.raises(BrokerClosed):
+            await other.publish(names.s, b"x")
+        with pytest.raises(BrokerClosed):
+            await c2.fetch(1, 0)
+        await c2.aclose()
+        # Other handles are unaffected.
+        c3 = await _ready(broker, names.g, "c3", names.s)
+        entry_id = await broker.publish(names.s, b"still works")
+        assert _ids(await _fetch_n(c3, 1)) == [entry_id]
+
+    async def test_errors_are_pulses_errors_naming_stream_or_group_and_never_the_password(
+        self, harness: BrokerHarness, names: _Names
+    ) -> None:
+        broker = await harness.connect()
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        secret = harness.secret
+        shown = [broker.url, repr(broker), repr(c1)]
+        await c1.aclose()
+        errors: list[tuple[PulsesError, str]] = []
+        for call, named in (
+            (lambda: c1.fetch(1, 0), names.g),
+            (lambda: c1.settle([]), names.g),
+            (lambda: c1.reclaim(IDLE_MS, 1), names.g),
+        ):
+            with pytest.raises(PulsesError) as info:
+                await call()
+            errors.append((info.value, named))
+        await broker.aclose()
+        with pytest.raises(PulsesError) as published:
+            await broker.publish(names.s, b"x")
+        errors.append((published.value, names.s))
+        for error, named in errors:
+            assert named in str(error), f"{error!r} does not name {named!r}"
+            shown.append(str(error))
+        if secret:
+            for text in shown:
+                assert secret not in text, text

@@ -1,0 +1,9 @@
+"""The broker conformance suite, for broker authors (needs pytest and pytest-asyncio).
+
+>>> from pulses.testing.conformance import BrokerConformance, BrokerHarness  # doctest: +SKIP
+"""
+
+from pulses.testing._conformance import BrokerConformance
+from pulses.testing._harness import BrokerHarness
+
+__all__ = ["BrokerConformance", "BrokerHarness"]
