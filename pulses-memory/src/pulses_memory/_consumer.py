@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, assert_never
 
@@ -61,7 +60,7 @@ class MemoryConsumer:
         self._handler = handler
         self._sources: list[tuple[_Source, _Source]] | None = None
         self._keys = [k for s in self._streams for k in (s, f"{s}:retry:{group}")]
-        self._recovery: deque[tuple[_Source, str]] | None = None
+        self._recovery: dict[str, _Source] = {}
         self._turn = 0
         self._woken: asyncio.Future[None] | None = None
         self._closed = False
@@ -87,6 +86,7 @@ class MemoryConsumer:
                 stream.groups[group] = Group()
                 stream.counters.setdefault(group, Counters())
             store.retry_stream(name, group)
+        self._resolve()
 
     def _resolve(self) -> list[tuple[_Source, _Source]]:
         sources = self._sources
@@ -107,6 +107,9 @@ class MemoryConsumer:
                     )
                 )
             self._sources = sources
+            # What this name holds when the consumer first meets its group was held by
+            # an earlier life of it (a crashed process): fetch hands that back first.
+            self._recovery = self._own_pending(sources)
         return sources
 
     # -- fetch ------------------------------------------------------------------------
@@ -136,8 +139,6 @@ class MemoryConsumer:
     def _read(self, max_count: int, now: int) -> list[Envelope]:
         sources = self._resolve()
         out: list[Envelope] = []
-        if self._recovery is None:
-            self._recovery = self._own_pending(sources)
         if self._recovery:
             self._recover(max_count, now, out)
         n = len(sources)
@@ -174,23 +175,21 @@ class MemoryConsumer:
         group.consumers[name] = now
         return len(chunk)
 
-    def _own_pending(self, sources: list[tuple[_Source, _Source]]) -> deque[tuple[_Source, str]]:
+    def _own_pending(self, sources: list[tuple[_Source, _Source]]) -> dict[str, _Source]:
         """What this consumer's name held before this object existed: a previous life's."""
-        own: deque[tuple[_Source, str]] = deque()
-        for pair in sources:
-            for source in pair:
-                own.extend(
-                    (source, entry_id)
-                    for entry_id, p in source[2].pending.items()
-                    if p.consumer == self._name
-                )
-        return own
+        return {
+            entry_id: source
+            for pair in sources
+            for source in pair
+            for entry_id, p in source[2].pending.items()
+            if p.consumer == self._name
+        }
 
     def _recover(self, max_count: int, now: int, out: list[Envelope]) -> None:
         recovery = self._recovery
-        assert recovery is not None
         while recovery and len(out) < max_count:
-            (logical, stream, group), entry_id = recovery.popleft()
+            entry_id = next(iter(recovery))
+            logical, stream, group = recovery.pop(entry_id)
             p = group.pending.get(entry_id)
             if p is None or p.consumer != self._name:
                 continue  # settled or taken over since
@@ -256,15 +255,16 @@ class MemoryConsumer:
     # -- leases -----------------------------------------------------------------------
 
     def _held(self, envelopes: Sequence[Envelope]) -> list[Pending]:
-        held = []
+        """The pending entries of these envelopes that this consumer holds, each once."""
+        held: dict[int, Pending] = {}
         for envelope in envelopes:
             stream = self._store.source(envelope)
             if stream is None:
                 continue
             p = stream.groups[self._group].pending.get(envelope.id)
             if p is not None and p.consumer == self._name:
-                held.append(p)
-        return held
+                held[id(p)] = p
+        return list(held.values())
 
     async def extend(self, envelopes: Sequence[Envelope]) -> None:
         self._check_open("extend")
@@ -302,6 +302,7 @@ class MemoryConsumer:
                     p.consumer = name
                     p.count += 1
                     p.delivered_ms = now
+                    self._recovery.pop(entry_id, None)  # this life's now: not to recover
                     out.append(stream.envelope(entry_id, entry[1], logical, p.count, p.key))
                 if out:
                     group.consumers[name] = now
