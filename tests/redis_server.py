@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -109,7 +109,7 @@ class RedisServer:
         self.start()
 
 
-def start_server(extra: Sequence[str] = ()) -> Iterator[RedisServer]:
+def start_server(extra: Sequence[str] = ()) -> Generator[RedisServer, None, None]:
     """A throwaway server for as long as the generator is suspended (fixture style)."""
     binary = redis_server_binary()
     with tempfile.TemporaryDirectory(prefix="pulses-redis-") as directory:

@@ -39,7 +39,7 @@ async def test_an_app_on_redis_settles_every_outcome_and_drains(
 
     await broker.publish_many(stream, [b"ok"] * 20 + [b"flaky", b"poison", b"reject"])
     app = App(broker, broker.subscription("g"), block_ms=100).register(Jobs())
-    stats = await run_until_drained(app, timeout=20)
+    stats = await run_until_drained(app, timeout=10)
     assert stats.total.acked == 21
     assert stats.total.dead_lettered == 2
     [group] = (await broker.stats(stream)).groups
