@@ -15,7 +15,7 @@ from pulses._broker import (
     check_publish,
 )
 from pulses._cancel import CancellationToken
-from pulses._codec import decode_fields, encode_fields
+from pulses._codec import decode_fields, encode_fields, redelivery_fields
 from pulses._envelope import Envelope
 from pulses._errors import (
     BrokerClosed,
@@ -82,4 +82,5 @@ __all__ = [
     "hookimpl",
     "plugin_manager",
     "redact_url",
+    "redelivery_fields",
 ]

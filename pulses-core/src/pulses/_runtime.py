@@ -273,7 +273,9 @@ class _HandlerRun:
                 self.has_settlements.clear()
                 await self.has_settlements.wait()
                 continue
-            batch, self.to_settle = self.to_settle, []
+            # Copy and clear in place: workers hold a reference to this very list.
+            batch = self.to_settle[:]
+            self.to_settle.clear()
             try:
                 await self.consumer.settle(batch)
             except Exception as exc:
