@@ -74,6 +74,7 @@ def _setup_logging(level: str, verbose: bool) -> None:
         level=logging.DEBUG if verbose else getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # the command owns the process's logging
     )
 
 
