@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import fakeredis
@@ -16,17 +14,7 @@ from pulses.testing.conformance import BrokerConformance
 from pulses_redis import RedisBroker
 from pulses_redis._scripts import command
 
-# tests/ holds redis_server.py, shared with tests/redis and the fault tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from redis_server import session_redis_url
-
 _SECRET = "conformance-pw-7d1f"
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    yield from session_redis_url()
 
 
 class _RedisHarness:

@@ -13,6 +13,7 @@ def test_public_names_are_pinned():
         "RetryPolicy", "RunStats", "SettleError", "StreamAdmin", "StreamStats", "Subscription",
         "UnknownScheme", "Unsupported", "check_publish", "connect", "decode_fields",
         "encode_fields", "hookimpl", "plugin_manager", "redact_url",
+        "redelivery_fields",
     ]  # fmt: skip
 
 

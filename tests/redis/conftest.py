@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
-# tests/ holds redis_server.py, shared with the conformance and fault tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from pulses_redis import RedisBroker
-from redis_server import session_redis_url
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    yield from session_redis_url()
 
 
 @pytest.fixture

@@ -11,12 +11,6 @@ from pulses_redis import RedisBroker
 pytestmark = pytest.mark.redis
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug (pulses/_runtime.py): workers append to a list that settle_loop has "
-    "swapped out, so settlements after the first batch are never sent; passes once "
-    "settle_loop takes `batch = self.to_settle[:]; self.to_settle.clear()`",
-)
 async def test_an_app_on_redis_settles_every_outcome_and_drains(
     broker: RedisBroker, name: str
 ) -> None:

@@ -22,7 +22,7 @@ from pulses import (
     SettleError,
     decode_fields,
 )
-from pulses._codec import redelivery_fields
+from pulses import redelivery_fields
 from pulses_redis._connection import BLOCK_MARGIN, Connection
 from pulses_redis._errors import is_nogroup
 from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
