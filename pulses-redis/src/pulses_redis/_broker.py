@@ -73,6 +73,12 @@ class RedisBroker(AdminFacet):
     @classmethod
     async def connect(cls, url: str) -> RedisBroker:
         """Connect by redis-py's URL grammar; connections open lazily and heal themselves."""
+        return cls.from_url(url)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBroker:
+        """The same as ``connect``, without awaiting: for an app defined at module level,
+        which ``pulses worker module:app`` imports. Nothing is sent until first use."""
         return cls(client_from_url(url), url=url)
 
     @property
