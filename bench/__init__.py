@@ -1,0 +1,1 @@
+"""The Pulses benchmark: ``python -m bench`` (see ``docs/performance.md``)."""

@@ -1,0 +1,418 @@
+"""``python -m bench``: Pulses against a raw redis-py loop, on one Redis; see
+``docs/performance.md`` for what each figure means and the latest table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.asyncio import Redis
+
+from bench._redis import redis_url
+from pulses import Ack, App, CancellationToken, Context, Envelope, Handler, Outcome
+from pulses_memory import MemoryBroker
+from pulses_redis import RedisBroker
+
+STREAM = "bench"
+GROUP = "bench"
+PAYLOAD = b"x" * 100
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parent.parent
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _fill(url: str, n: int, *, group: bool = True) -> None:
+    """A fresh stream of ``n`` no-op messages (Pulses' plain layout) and the group."""
+    with redis.Redis.from_url(url) as client:
+        client.delete(STREAM)
+        for start in range(0, n, 10_000):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(min(10_000, n - start)):
+                pipe.execute_command("XADD", STREAM, "*", "payload", PAYLOAD)
+            pipe.execute()
+        if group:
+            client.xgroup_create(STREAM, GROUP, "0", mkstream=True)
+
+
+def _drained(client: redis.Redis, n: int) -> bool:
+    for info in client.xinfo_groups(STREAM):
+        if info["name"] == GROUP.encode():
+            return bool(info["pending"] == 0 and info["entries-read"] == n)
+    return False
+
+
+def _env(url: str, report: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
+    env.update(BENCH_URL=url, BENCH_STREAM=STREAM, BENCH_REPORT=report, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _pulses_worker(
+    url: str, n: int, *, processes: int = 1, timeout: float | None = None
+) -> dict[str, Any]:
+    """Drain the stream with ``pulses worker bench.app:app``; SIGTERM once drained."""
+    with tempfile.TemporaryDirectory(prefix="pulses-bench-") as report:
+        extra = {"BENCH_TIMEOUT": str(timeout)} if timeout else {}
+        command = [sys.executable, "-m", "pulses", "worker", "bench.app:app", "-l", "error"]
+        command += ["-w", str(processes)] if processes > 1 else []
+        process = subprocess.Popen(command, env=_env(url, report, **extra), cwd=ROOT)
+        try:
+            with redis.Redis.from_url(url) as client:
+                while not _drained(client, n):
+                    if process.poll() is not None:
+                        raise RuntimeError(f"worker exited with {process.returncode}")
+                    time.sleep(0.02)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+        reports = [json.loads(p.read_text()) for p in Path(report).glob("*.json")]
+    if len(reports) != processes:
+        raise RuntimeError(f"expected {processes} worker reports, got {len(reports)}")
+    first = min(r["first_fetch"] for r in reports)
+    last = max(r["last_settle"] for r in reports)
+    return {
+        "rate": n / (last - first),
+        "idle_rss_kib": max(r["idle_rss_kib"] for r in reports),
+        "peak_rss_kib": max(r["peak_rss_kib"] for r in reports),
+        "latencies_ns": [x for r in reports for x in r["latencies_ns"]],
+    }
+
+
+def _raw(url: str, mode: str, **popen: Any) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "bench.raw", mode, url, STREAM, GROUP]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=_env(url, ""), **popen
+    )
+
+
+def _raw_consume(url: str, n: int) -> dict[str, Any]:
+    out, _ = _raw(url, "consume").communicate(timeout=600)
+    result = json.loads(out)
+    if result["settled"] != n:
+        raise RuntimeError(f"raw loop settled {result['settled']} of {n}")
+    return {"rate": n / (result["last_settle"] - result["first_fetch"])}
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _alternate(
+    rounds: int, runs: Mapping[str, Callable[[], dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for i in range(rounds):
+        for name, run in runs.items():
+            results[name].append(run())
+            _say(f"  round {i + 1}/{rounds} {name}: {results[name][-1]['rate']:,.0f}/s")
+    return results
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def _ratio_summary(
+    results: dict[str, list[dict[str, Any]]], ours: str, theirs: str
+) -> dict[str, float]:
+    ratios = [
+        a["rate"] / b["rate"] for a, b in zip(results[ours], results[theirs], strict=True)
+    ]
+    return {
+        "ours": _median([r["rate"] for r in results[ours]]),
+        "theirs": _median([r["rate"] for r in results[theirs]]),
+        "ratio": _median(ratios),
+        "ratios": ratios,
+    }
+
+
+# -- the measurements ---------------------------------------------------------------
+
+
+def consume(url: str, n: int, rounds: int, timeout: float | None) -> dict[str, float]:
+    def pulses() -> dict[str, Any]:
+        _fill(url, n)
+        return _pulses_worker(url, n, timeout=timeout)
+
+    def raw() -> dict[str, Any]:
+        _fill(url, n)
+        return _raw_consume(url, n)
+
+    return _ratio_summary(_alternate(rounds, {"pulses": pulses, "raw": raw}), "pulses", "raw")
+
+
+def scaling(url: str, n: int) -> dict[str, float]:
+    one, two = [], []
+    for _ in range(3):
+        _fill(url, n)
+        one.append(_pulses_worker(url, n)["rate"])
+        _fill(url, n)
+        two.append(_pulses_worker(url, n, processes=2)["rate"])
+    return {"one": _median(one), "two": _median(two), "ratio": _median(two) / _median(one)}
+
+
+def backlog(url: str, n: int) -> dict[str, float]:
+    _say(f"  publishing a backlog of {n:,}")
+    _fill(url, n)
+    _say("  draining it with one worker")
+    result = _pulses_worker(url, n)
+    with redis.Redis.from_url(url) as client:
+        client.delete(STREAM)
+    return {
+        "n": n,
+        "rate": result["rate"],
+        "idle_rss_mib": result["idle_rss_kib"] / 1024,
+        "peak_rss_mib": result["peak_rss_kib"] / 1024,
+        "growth_mib": (result["peak_rss_kib"] - result["idle_rss_kib"]) / 1024,
+    }
+
+
+async def _publish_rates(url: str, n: int, sequential_n: int, rounds: int) -> dict[str, Any]:
+    broker = RedisBroker.from_url(url)
+    client = Redis.from_url(url)
+    payloads = [PAYLOAD] * n
+    batch = 1_000
+
+    async def pulses_many() -> float:
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            await broker.publish_many(STREAM, payloads[i : i + batch])
+        return n / (time.perf_counter() - started)
+
+    async def raw_many() -> float:
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            pipe = client.pipeline(transaction=False)
+            for payload in payloads[i : i + batch]:
+                pipe.xadd(STREAM, {"payload": payload})
+            await pipe.execute()
+        return n / (time.perf_counter() - started)
+
+    async def pulses_one() -> float:
+        started = time.perf_counter()
+        for _ in range(sequential_n):
+            await broker.publish(STREAM, PAYLOAD)
+        return sequential_n / (time.perf_counter() - started)
+
+    async def raw_one() -> float:
+        started = time.perf_counter()
+        for _ in range(sequential_n):
+            await client.xadd(STREAM, {"payload": PAYLOAD})
+        return sequential_n / (time.perf_counter() - started)
+
+    runs = {"pulses_many": pulses_many, "raw_many": raw_many, "pulses_one": pulses_one,
+            "raw_one": raw_one}  # fmt: skip
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    await client.delete(STREAM)
+    await raw_one()  # connections open, scripts and caches warm
+    for _ in range(rounds):
+        for name, run in runs.items():
+            results[name].append({"rate": await run()})
+            await client.delete(STREAM)
+    await broker.aclose()
+    await client.aclose()
+    return {
+        "publish_many": _ratio_summary(results, "pulses_many", "raw_many"),
+        "publish": _ratio_summary(results, "pulses_one", "raw_one"),
+    }
+
+
+async def _pace(url: str, rate: float, seconds: float) -> None:
+    """Publish timestamped messages at a steady ``rate``."""
+    client = Redis.from_url(url)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+        stamp = str(time.monotonic_ns()).encode().rjust(20, b"0")
+        await client.xadd(STREAM, {"payload": stamp + PAYLOAD[20:]})
+    await client.aclose()
+
+
+def _percentiles(samples_ns: Sequence[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+    return {
+        "p50_ms": ordered[len(ordered) // 2] / 1e6,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1e6,
+        "samples": len(ordered),
+    }
+
+
+def latency(url: str, rate: float, seconds: float) -> dict[str, dict[str, float]]:
+    def settle_in() -> None:
+        time.sleep(1.5)  # the worker's imports and first fetch happen before we publish
+
+    _fill(url, 0)
+    with tempfile.TemporaryDirectory(prefix="pulses-bench-") as report:
+        command = [sys.executable, "-m", "pulses", "worker", "bench.app:app", "-l", "error"]
+        env = _env(url, report, BENCH_LATENCY="1")
+        process = subprocess.Popen(command, env=env, cwd=ROOT)
+        settle_in()
+        asyncio.run(_pace(url, rate, seconds))
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        (path,) = Path(report).glob("*.json")
+        ours = json.loads(path.read_text())["latencies_ns"]
+    _fill(url, 0)
+    raw = _raw(url, "latency")
+    settle_in()
+    asyncio.run(_pace(url, rate, seconds))
+    time.sleep(0.2)
+    raw.send_signal(signal.SIGTERM)
+    out, _ = raw.communicate(timeout=30)
+    theirs = json.loads(out)["latencies_ns"]
+    return {"pulses": _percentiles(ours), "raw": _percentiles(theirs)}
+
+
+class _Count(Handler[MemoryBroker]):
+    STREAMS = (STREAM,)
+
+    def __init__(self, n: int, token: CancellationToken) -> None:
+        self.left = n
+        self.token = token
+        self.done = 0.0
+
+    async def handle(self, ctx: Context[MemoryBroker], msg: Envelope) -> Outcome:
+        self.left -= 1
+        if not self.left:
+            self.done = time.perf_counter()
+            self.token.cancel()
+        return Ack()
+
+
+async def _memory(n: int) -> dict[str, float]:
+    broker = MemoryBroker()
+    payloads = [PAYLOAD] * n
+    started = time.perf_counter()
+    for i in range(0, n, 1_000):
+        await broker.publish_many(STREAM, payloads[i : i + 1_000])
+    published = time.perf_counter()
+    token = CancellationToken()
+    handler = _Count(n, token)
+    app = App(broker, broker.subscription(GROUP)).register(handler)
+    started_run = time.perf_counter()
+    await app.run(token)
+    await broker.aclose()
+    return {"publish": n / (published - started), "consume": n / (handler.done - started_run)}
+
+
+# -- the report ---------------------------------------------------------------------
+
+
+def _machine(redis_version: str) -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    import hiredis
+
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "redis": redis_version,
+        "redis-py": redis.__version__,
+        "hiredis": hiredis.__version__,
+    }
+
+
+def _table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    for key, label in (("consume", "consume (no TIMEOUT)"), ("consume_timeout", "consume (TIMEOUT=30)")):
+        c = results[key]
+        rows.append((label, f"{c['ours']:,.0f}/s", f"{c['theirs']:,.0f}/s", f"{c['ratio']:.2f}x"))
+    for key, label in (("publish_many", "publish_many (batches of 1000)"), ("publish", "publish, sequential")):
+        p = results[key]
+        rows.append((label, f"{p['ours']:,.0f}/s", f"{p['theirs']:,.0f}/s", f"{p['ratio']:.2f}x"))
+    lat = results["latency"]
+    for q in ("p50_ms", "p99_ms"):
+        ours, theirs = lat["pulses"][q], lat["raw"][q]
+        rows.append((f"latency {q[:3]} @ {results['config']['latency_rate']:.0f}/s",
+                     f"{ours:.3f} ms", f"{theirs:.3f} ms", f"{ours / theirs:.2f}x"))  # fmt: skip
+    s = results["scaling"]
+    rows.append(("pulses worker -w 2 vs -w 1", f"{s['two']:,.0f}/s", f"{s['one']:,.0f}/s",
+                 f"{s['ratio']:.2f}x"))  # fmt: skip
+    m = results["memory_broker"]
+    rows.append(("memory broker publish / consume", f"{m['publish']:,.0f}/s",
+                 f"{m['consume']:,.0f}/s", ""))  # fmt: skip
+    if results.get("backlog"):
+        b = results["backlog"]
+        rows.append((f"RSS draining {b['n']:,} backlog", f"peak {b['peak_rss_mib']:.1f} MiB",
+                     f"idle {b['idle_rss_mib']:.1f} MiB", f"+{b['growth_mib']:.1f} MiB"))  # fmt: skip
+    head = ("measure", "pulses", "raw redis-py", "ratio")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *rows]]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("-n", type=int, default=20_000, help="messages per consume run")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations per comparison")
+    parser.add_argument("--backlog", type=int, default=1_000_000, help="messages for --full")
+    parser.add_argument("--full", action="store_true", help="also drain a 1M backlog (RSS)")
+    parser.add_argument("--latency-rate", type=float, default=200.0)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--only", nargs="*", help="run only these parts (consume, publish, ...)")
+    args = parser.parse_args()
+    parts = set(args.only or ["consume", "publish", "latency", "scaling", "memory", "backlog"])
+    results: dict[str, Any] = {}
+    with redis_url() as (url, version):
+        results["machine"] = _machine(version)
+        results["config"] = {"n": args.n, "rounds": args.rounds, "latency_rate": args.latency_rate,
+                             "latency_seconds": args.latency_seconds, "payload_bytes": len(PAYLOAD)}  # fmt: skip
+        if "consume" in parts:
+            _say(f"consume: {args.n:,} no-op messages, Pulses worker vs raw loop")
+            results["consume"] = consume(url, args.n, args.rounds, None)
+            _say("consume with TIMEOUT=30 on the handler")
+            results["consume_timeout"] = consume(url, args.n, args.rounds, 30.0)
+        if "publish" in parts:
+            _say("publish")
+            results.update(asyncio.run(_publish_rates(url, args.n, args.n // 4, args.rounds)))
+        if "latency" in parts:
+            _say(f"latency at {args.latency_rate:.0f}/s for {args.latency_seconds:.0f}s each")
+            results["latency"] = latency(url, args.latency_rate, args.latency_seconds)
+        if "scaling" in parts:
+            _say("scaling: -w 2 vs -w 1")
+            results["scaling"] = scaling(url, args.n * 5)
+        if "memory" in parts:
+            _say("memory broker")
+            results["memory_broker"] = asyncio.run(_memory(args.n))
+        if "backlog" in parts and args.full:
+            _say("backlog")
+            results["backlog"] = backlog(url, args.backlog)
+    results["command"] = " ".join(["python -m bench", *sys.argv[1:]])
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(exist_ok=True)
+    text = json.dumps(results, indent=2)
+    (RESULTS / f"{stamp}.json").write_text(text)
+    if parts >= {"consume", "publish", "latency", "scaling", "memory"}:
+        (RESULTS / "latest.json").write_text(text)
+        print(_table(results))
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The app the benchmark's worker processes run: ``python -m pulses worker bench.app:app``.
+
+Configured by environment, since the CLI imports it in every worker process:
+``BENCH_URL``, ``BENCH_STREAM``, ``BENCH_TIMEOUT`` (seconds; unset: no TIMEOUT),
+``BENCH_LATENCY=1`` (record publish→handle-start latencies from the payload's
+timestamp) and ``BENCH_REPORT`` (a directory where each process writes ``<pid>.json``
+when it stops). The handler does nothing; the consumer is the real ``RedisConsumer``,
+wrapped once per batch to note when the first fetch started and the last settle ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pulses import Ack, App, Consumer, Context, Envelope, Handler, Outcome, Reclaimed
+from pulses_redis import RedisBroker, RedisSubscription
+
+__all__ = ["app"]
+
+_ACK = Ack()
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.first_fetch = 0.0
+        self.last_settle = 0.0
+        self.settled = 0
+        self.idle_rss_kib = 0
+        self.latencies_ns: list[int] = []
+
+    def write(self) -> None:
+        directory = os.environ.get("BENCH_REPORT")
+        if not directory:
+            return
+        report = {
+            "first_fetch": self.first_fetch,
+            "last_settle": self.last_settle,
+            "settled": self.settled,
+            "idle_rss_kib": self.idle_rss_kib,
+            "peak_rss_kib": _rss_kib("VmHWM:"),
+            "latencies_ns": self.latencies_ns,
+        }
+        Path(directory, f"{os.getpid()}.json").write_text(json.dumps(report))
+
+
+REPORT = _Report()
+
+
+class _TimedConsumer:
+    """The broker's consumer, timed per call (never per message)."""
+
+    def __init__(self, inner: Consumer) -> None:
+        self._inner = inner
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    async def ensure(self) -> None:
+        await self._inner.ensure()
+
+    async def fetch(self, max_count: int, block_ms: int) -> Sequence[Envelope]:
+        if not REPORT.first_fetch:
+            REPORT.idle_rss_kib = _rss_kib("VmRSS:")
+            REPORT.first_fetch = time.monotonic()
+        return await self._inner.fetch(max_count, block_ms)
+
+    async def settle(self, items: Sequence[tuple[Envelope, Any]]) -> None:
+        await self._inner.settle(items)
+        REPORT.settled += len(items)
+        REPORT.last_settle = time.monotonic()
+
+    async def extend(self, envelopes: Sequence[Envelope]) -> None:
+        await self._inner.extend(envelopes)
+
+    async def release(self, envelopes: Sequence[Envelope]) -> None:
+        await self._inner.release(envelopes)
+
+    async def reclaim(self, min_idle_ms: int, max_count: int) -> Reclaimed:
+        return await self._inner.reclaim(min_idle_ms, max_count)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+        REPORT.write()
+
+
+class _TimedBroker(RedisBroker):
+    def consumer(
+        self, subscription: RedisSubscription, streams: Sequence[str], *, handler: str
+    ) -> Any:
+        return _TimedConsumer(super().consumer(subscription, streams, handler=handler))
+
+
+class NoOp(Handler[RedisBroker]):
+    STREAMS: ClassVar[tuple[str, ...]] = (os.environ.get("BENCH_STREAM", "bench"),)
+    TIMEOUT: ClassVar[float | None] = (
+        float(os.environ["BENCH_TIMEOUT"]) if os.environ.get("BENCH_TIMEOUT") else None
+    )
+
+    async def handle(self, ctx: Context[RedisBroker], msg: Envelope) -> Outcome:
+        return _ACK
+
+
+class Latency(NoOp):
+    async def handle(self, ctx: Context[RedisBroker], msg: Envelope) -> Outcome:
+        REPORT.latencies_ns.append(time.monotonic_ns() - int(msg.payload[:20]))
+        return _ACK
+
+
+broker = _TimedBroker.from_url(os.environ.get("BENCH_URL", "redis://127.0.0.1:6379/0"))
+app = App(broker, broker.subscription("bench")).register(
+    Latency() if os.environ.get("BENCH_LATENCY") else NoOp()
+)
