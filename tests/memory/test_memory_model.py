@@ -34,7 +34,9 @@ class Message:
     deliveries: int = 0
     """Deliveries so far; the next delivery carries one more."""
     due: int = 0
-    entry_id: str = ""
+    entry: tuple[str, str] = ("", "")
+    """Where its current entry lives and its id there: a retry's entry lives elsewhere,
+    and may have the same id as the original."""
     owner: str = ""
     delivered_at: int = 0
     retry: bool = False
@@ -47,7 +49,8 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         self.clock = ManualClock(start_ms=1_000_000)
         self.broker = MemoryBroker(clock=self.clock)
         self.consumers: dict[str, MemoryConsumer] = {}
-        self.recovering: dict[str, set[bytes]] = {name: set() for name in CONSUMERS}
+        # What each consumer name held when it last restarted: payload -> its entry then.
+        self.recovering: dict[str, dict[bytes, tuple[str, str]]] = {n: {} for n in CONSUMERS}
         self.held: dict[str, list[Envelope]] = {name: [] for name in CONSUMERS}
         self.messages: dict[bytes, Message] = {}
         self.counter = 0
@@ -88,7 +91,7 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         else:
             ids = [self.run(self.broker.publish(STREAM, p)) for p in payloads]
         for payload, entry_id in zip(payloads, ids, strict=True):
-            self.messages[payload] = Message("unread", entry_id=entry_id)
+            self.messages[payload] = Message("unread", entry=(STREAM, entry_id))
 
     @rule(delay=st.integers(1, 500))
     def publish_delayed(self, delay: int) -> None:
@@ -107,15 +110,17 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         self.run(self.consumers[name].ensure())
         self.held[name] = []
         self.recovering[name] = {
-            p for p, m in self.messages.items() if m.state == "pending" and m.owner == name
+            p: m.entry for p, m in self.messages.items() if m.state == "pending" and m.owner == name
         }
 
     @rule(name=st.sampled_from(CONSUMERS), n=st.integers(1, 5))
     def fetch(self, name: str, n: int) -> None:
         recovering = {
             p
-            for p in self.recovering[name]
-            if self.messages[p].state == "pending" and self.messages[p].owner == name
+            for p, entry in self.recovering[name].items()
+            if self.messages[p].state == "pending"
+            and self.messages[p].owner == name
+            and self.messages[p].entry == entry
         }
         available = [p for p, m in self.messages.items() if self._available(m)]
         batch = self.run(self.consumers[name].fetch(n, 0))
@@ -123,7 +128,7 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         for envelope in batch:
             message = self.messages[envelope.payload]
             if envelope.payload in recovering:
-                self.recovering[name].discard(envelope.payload)
+                del self.recovering[name][envelope.payload]
             else:
                 assert self._available(message), (envelope, message)
             self._deliver(name, envelope, message)
@@ -146,8 +151,8 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         for envelope in reclaimed.envelopes:
             assert envelope.payload in idle
             message = self.messages[envelope.payload]
-            assert envelope.id == message.entry_id
-            self.recovering[name].discard(envelope.payload)
+            assert (envelope.source, envelope.id) == message.entry
+            self.recovering[name].pop(envelope.payload, None)
             self._deliver(name, envelope, message)
 
     def _deliver(self, name: str, envelope: Envelope, message: Message) -> None:
@@ -155,7 +160,7 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         message.deliveries += 1
         message.state = "pending"
         message.owner = name
-        message.entry_id = envelope.id
+        message.entry = (envelope.source, envelope.id)
         message.delivered_at = self.clock.now_ms()
         self.held[name].append(envelope)
 
@@ -178,7 +183,7 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         result = outcomes[outcome]
         self.run(self.consumers[name].settle([(envelope, result)]))
         message = self.messages[envelope.payload]
-        if message.state != "pending" or message.entry_id != envelope.id:
+        if message.state != "pending" or message.entry != (envelope.source, envelope.id):
             return  # settled already, or a retry's earlier entry: a no-op
         if outcome == "retry":
             message.state = "scheduled"

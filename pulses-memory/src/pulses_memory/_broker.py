@@ -27,8 +27,8 @@ from pulses import (
     check_publish,
     encode_fields,
     redact_url,
+    redelivery_fields,
 )
-from pulses._codec import redelivery_fields
 from pulses_memory._clock import Clock, SystemClock
 from pulses_memory._consumer import RELEASED, MemoryConsumer
 from pulses_memory._store import Store, Stream, parse_id

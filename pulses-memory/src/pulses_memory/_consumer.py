@@ -18,8 +18,8 @@ from pulses import (
     Outcome,
     Reclaimed,
     Retry,
+    redelivery_fields,
 )
-from pulses._codec import redelivery_fields
 from pulses_memory._clock import wake
 from pulses_memory._store import Counters, Group, Pending, Store, Stream
 
@@ -60,7 +60,8 @@ class MemoryConsumer:
         self._handler = handler
         self._sources: list[tuple[_Source, _Source]] | None = None
         self._keys = [k for s in self._streams for k in (s, f"{s}:retry:{group}")]
-        self._recovery: dict[str, _Source] = {}
+        # (stream key, entry id) -> source: ids repeat across a stream and its retry stream
+        self._recovery: dict[tuple[str, str], _Source] = {}
         self._turn = 0
         self._woken: asyncio.Future[None] | None = None
         self._closed = False
@@ -175,10 +176,12 @@ class MemoryConsumer:
         group.consumers[name] = now
         return len(chunk)
 
-    def _own_pending(self, sources: list[tuple[_Source, _Source]]) -> dict[str, _Source]:
+    def _own_pending(
+        self, sources: list[tuple[_Source, _Source]]
+    ) -> dict[tuple[str, str], _Source]:
         """What this consumer's name held before this object existed: a previous life's."""
         return {
-            entry_id: source
+            (source[1].key, entry_id): source
             for pair in sources
             for source in pair
             for entry_id, p in source[2].pending.items()
@@ -188,8 +191,9 @@ class MemoryConsumer:
     def _recover(self, max_count: int, now: int, out: list[Envelope]) -> None:
         recovery = self._recovery
         while recovery and len(out) < max_count:
-            entry_id = next(iter(recovery))
-            logical, stream, group = recovery.pop(entry_id)
+            where = next(iter(recovery))
+            logical, stream, group = recovery.pop(where)
+            entry_id = where[1]
             p = group.pending.get(entry_id)
             if p is None or p.consumer != self._name:
                 continue  # settled or taken over since
@@ -302,7 +306,7 @@ class MemoryConsumer:
                     p.consumer = name
                     p.count += 1
                     p.delivered_ms = now
-                    self._recovery.pop(entry_id, None)  # this life's now: not to recover
+                    self._recovery.pop((stream.key, entry_id), None)  # this life's now
                     out.append(stream.envelope(entry_id, entry[1], logical, p.count, p.key))
                 if out:
                     group.consumers[name] = now

@@ -1,22 +1,12 @@
-"""Registers the ``memory`` URL scheme; imports the broker only when a URL is connected."""
+"""Registers the ``memory`` URL scheme. Cheap to import: the broker is plain Python."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pulses import Register, hookimpl
-
-if TYPE_CHECKING:
-    from pulses_memory._broker import MemoryBroker
-
-
-async def connect(url: str) -> MemoryBroker:
-    from pulses_memory._broker import MemoryBroker
-
-    return await MemoryBroker.connect(url)
+from pulses_memory._broker import MemoryBroker
 
 
 @hookimpl
 def register_brokers(register: Register) -> None:
     """``memory://`` and ``memory://name``."""
-    register("memory", connect)
+    register("memory", MemoryBroker.connect)
