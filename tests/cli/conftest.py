@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 
 import pulses
-from pulses import Ack, App, Broker, Context, Envelope, Handler, Outcome
+from pulses import Ack, App, Broker, Context, DeadLetter, Envelope, Handler, Outcome
 from pulses_memory import MemoryBroker
 
 LEDGER = Path(os.environ.get("LEDGER", "ledger.txt"))
@@ -26,19 +27,28 @@ class Record(Handler[Broker]):
 
     STREAMS = (STREAM,)
     WORKERS = 2
+    MAX_IN_FLIGHT = 4
 
     async def handle(self, ctx: Context[Broker], msg: Envelope) -> Outcome:
         if msg.payload.startswith(b"sleep:"):
             import asyncio
+            record(b"started " + msg.payload)
             await asyncio.sleep(float(msg.payload[6:]))
-        fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.write(fd, msg.payload + b"\\n")
-        os.close(fd)
+        record(msg.payload)
+        if msg.payload.startswith(b"dead:"):
+            return DeadLetter("asked to")
         return Ack()
 
 
+def record(line: bytes) -> None:
+    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, line + b"\\n")
+    os.close(fd)
+
+
 broker = MemoryBroker("cli-tests")
-app = App(broker, broker.subscription("workers"), block_ms=50, claim_idle_ms=1000).register(Record())
+app = App(broker, broker.subscription("workers"), block_ms=50, claim_idle_ms=1000)
+app.register(Record())
 not_an_app = 42
 '''
 
@@ -57,24 +67,36 @@ def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def pulses_process(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``python -m pulses ARGS`` as its own process, as a process manager would start it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "pulses", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+Spawn = Callable[..., "subprocess.Popen[str]"]
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; any still running at the end are killed by pid."""
+def spawn(app_dir: Path) -> Iterator[Spawn]:
+    """Start ``python -m pulses ARGS`` in the app directory, as a process manager would;
+    whatever still runs at the end of the test is killed by its pid."""
     started: list[subprocess.Popen[str]] = []
-    yield started
+
+    def start(
+        *args: str, env: dict[str, str] | None = None, stdin: int | None = None
+    ) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pulses", *args],
+            cwd=app_dir,
+            env={**os.environ, **(env or {})},
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
     for proc in started:
         if proc.poll() is None:
+            # A supervisor's children have their own process groups: end them by pid too.
+            found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+            for child in found.stdout.split():
+                os.kill(int(child), signal.SIGKILL)
             proc.kill()
-            proc.wait(5)
+        proc.communicate(timeout=10)

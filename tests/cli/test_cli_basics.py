@@ -86,8 +86,9 @@ def test_burst_on_empty_streams_exits_0_and_logs_start_and_stop(
 
 
 def test_publish_reads_stdin_line_by_line(runner: CliRunner) -> None:
-    result = runner.invoke(main, ["publish", "memory://pub", "s", "-", "-H", "a=b"],
-                           input="one\ntwo\nthree\n")
+    result = runner.invoke(
+        main, ["publish", "memory://pub", "s", "-", "-H", "a=b"], input="one\ntwo\nthree\n"
+    )
     assert result.exit_code == 0, result.output
     assert "published 3 to s" in result.stdout
 
@@ -100,7 +101,9 @@ def test_publish_rejects_a_header_without_a_value(runner: CliRunner) -> None:
 
 def test_info_json_and_dlq_on_the_memory_broker(runner: CliRunner) -> None:
     # Each command connects anew; a named memory broker keeps its data in the process.
-    assert runner.invoke(main, ["publish", "memory://info", "orders", "x", "-n", "5"]).exit_code == 0
+    assert (
+        runner.invoke(main, ["publish", "memory://info", "orders", "x", "-n", "5"]).exit_code == 0
+    )
     result = runner.invoke(main, ["info", "memory://info", "orders", "--json"])
     assert result.exit_code == 0, result.output
     [stream] = json.loads(result.stdout)

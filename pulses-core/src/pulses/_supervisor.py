@@ -39,7 +39,9 @@ def supervise(child_args: Sequence[str], processes: int) -> int:
                 child.send_signal(signum)
 
     def start(slot: int) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(command)  # noqa: S603  (our own interpreter and module)
+        # Its own process group: a Ctrl+C in the terminal reaches only the supervisor, which
+        # forwards it once; otherwise each child would see it twice and force its stop.
+        child = subprocess.Popen(command, process_group=0)  # noqa: S603  (our own interpreter)
         children[slot] = child
         started_at[slot] = time.monotonic()
         return child
