@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from pulses._broker import Capabilities, Consumer
+from pulses._broker import Capabilities, Consumer, Reclaimed
 from pulses._cancel import CancellationToken
 from pulses._envelope import Envelope
 from pulses._errors import SettleError
@@ -114,10 +114,17 @@ class _HandlerRun:
         self.has_work = asyncio.Event()
         self.has_settlements = asyncio.Event()
         self.has_space = asyncio.Event()
+        self.reserved = 0
+        """Slots a fetch under way may fill (it asked for that many)."""
+        self.reclaim_due = False
+        """A reclaim waits for free slots; the fetcher leaves them to it."""
         self.stopping = False
         self.settle_closed = False
 
     # -- admission ----------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        return self.max_in_flight - len(self.inflight) - self.reserved
 
     def admit(self, envelopes: Sequence[Envelope]) -> None:
         inflight, queue, policy = self.inflight, self.queue, self.policy
@@ -145,16 +152,20 @@ class _HandlerRun:
         streak = _Streak(f"fetch for handler {self.handler.name}")
         token = self.app_token
         while not token.cancelled:
-            free = self.max_in_flight - len(self.inflight)
-            if free <= 0:
+            free = self.free_slots()
+            if free <= 0 or self.reclaim_due:
                 self.has_space.clear()
                 await self.has_space.wait()
                 continue
+            self.reserved = free
             try:
                 batch = await self.consumer.fetch(free, self.config.block_ms)
             except Exception as exc:
                 await _pause(self.app_token, streak.failed(exc))
                 continue
+            finally:
+                self.reserved = 0
+                self.has_space.set()  # a reclaim waiting for these slots may take them
             streak.succeeded()
             if batch:
                 self.stats.fetched += len(batch)
@@ -163,16 +174,22 @@ class _HandlerRun:
     async def reclaim_loop(self) -> None:
         streak = _Streak(f"reclaim for handler {self.handler.name}")
         interval = self.config.reclaim_interval_ms / 1000
-        while not self.app_token.cancelled:
-            await _pause(self.app_token, interval)
-            free = self.max_in_flight - len(self.inflight)
-            if free <= 0 or self.app_token.cancelled:
-                continue
+        token = self.app_token
+        more = False
+        while not token.cancelled:
+            if not more:
+                await _pause(token, interval)
             try:
-                reclaimed = await self.consumer.reclaim(self.config.claim_idle_ms, free)
+                got = await self.reclaim_first()
             except Exception as exc:
-                await _pause(self.app_token, streak.failed(exc))
+                more = False
+                await _pause(token, streak.failed(exc))
                 continue
+            if got is None:
+                return
+            reclaimed, asked = got
+            # A full batch may leave more behind: keep going first while it does.
+            more = len(reclaimed.envelopes) + len(reclaimed.vanished) >= asked
             streak.succeeded()
             if reclaimed.vanished:
                 self.stats.vanished += len(reclaimed.vanished)
@@ -186,6 +203,25 @@ class _HandlerRun:
             if reclaimed.envelopes:
                 self.stats.reclaimed += len(reclaimed.envelopes)
                 self.admit(reclaimed.envelopes)
+
+    async def reclaim_first(self) -> tuple[Reclaimed, int] | None:
+        """Reclaim into the next free slots, ahead of the fetcher: under a backlog it
+        fills every slot the moment one frees, and a dead consumer's messages would wait
+        for the whole backlog. None when the app stops meanwhile."""
+        self.reclaim_due = True
+        try:
+            while True:
+                if self.app_token.cancelled:
+                    return None
+                free = self.free_slots()
+                if free > 0:
+                    break
+                self.has_space.clear()
+                await self.has_space.wait()
+            return await self.consumer.reclaim(self.config.claim_idle_ms, free), free
+        finally:
+            self.reclaim_due = False
+            self.has_space.set()
 
     # -- workers ------------------------------------------------------------------
 
