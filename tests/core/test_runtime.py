@@ -29,7 +29,10 @@ from pulses_memory import MemoryBroker
 Behaviour = Callable[[Envelope, Context[MemoryBroker]], Awaitable[object]]
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def wait_for(
+    condition: Callable[[], bool],
+    timeout: float = 5.0,  # noqa: ASYNC109  (a deadline for the whole wait)
+) -> None:
     """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -109,7 +112,10 @@ async def test_each_outcome_is_applied_and_counted(broker, stream):
     assert (stats.acked, stats.dropped, stats.dead_lettered, stats.retried) == (2, 1, 1, 1)
     [dead] = await broker.dead_letters(stream)
     assert (dead.payload, dead.reason, dead.handler, dead.group) == (
-        b"dead", "bad input", handler.__name__, "g",
+        b"dead",
+        "bad input",
+        handler.__name__,
+        "g",
     )
 
 
@@ -132,9 +138,7 @@ async def test_a_raising_handler_is_retried_then_dead_lettered_after_max_deliver
     assert "ValueError" in caplog.text
 
 
-async def test_a_return_value_that_is_not_an_outcome_is_an_error_and_work_goes_on(
-    broker, stream
-):
+async def test_a_return_value_that_is_not_an_outcome_is_an_error_and_work_goes_on(broker, stream):
     async def garbage_first(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
         return "ok" if msg.payload == b"bad" and msg.deliveries == 1 else Ack()
 
@@ -144,9 +148,7 @@ async def test_a_return_value_that_is_not_an_outcome_is_an_error_and_work_goes_o
     assert (stats.failed, stats.retried, stats.acked) == (1, 1, 3)
 
 
-async def test_a_handler_past_its_timeout_is_cancelled_and_follows_the_error_path(
-    broker, stream
-):
+async def test_a_handler_past_its_timeout_is_cancelled_and_follows_the_error_path(broker, stream):
     async def hang_once(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
         if msg.deliveries == 1:
             await asyncio.sleep(60)
@@ -192,7 +194,9 @@ async def test_unsettled_messages_never_exceed_max_in_flight(broker, stream):
     assert max(seen_pending) <= 5
 
 
-async def run_in_background(app: App[MemoryBroker]) -> tuple[CancellationToken, asyncio.Task[RunStats]]:
+async def run_in_background(
+    app: App[MemoryBroker],
+) -> tuple[CancellationToken, asyncio.Task[RunStats]]:
     token = CancellationToken()
     return token, asyncio.create_task(app.run(token))
 
@@ -261,7 +265,7 @@ async def test_a_long_handler_keeps_its_lease_and_is_never_run_twice(broker, str
             neighbour()
         )
     )
-    await wait_for(lambda: (run1.done() or len(first.calls) == 1))
+    await wait_for(lambda: run1.done() or len(first.calls) == 1)
     await asyncio.sleep(1.2)  # the one place time itself is the subject: the lease
     token1.cancel()
     token2.cancel()
@@ -321,4 +325,3 @@ async def test_several_handlers_of_one_app_run_side_by_side(broker, stream):
     two.__name__ = "Two"
     stats = await run_until_drained(make_app(broker).register(one(), two()))
     assert {name: s.acked for name, s in stats.handlers.items()} == {"One": 5, "Two": 7}
-

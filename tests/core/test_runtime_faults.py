@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pulses import Ack, App, ConnectionLost, Consumer, Context, Envelope, Handler, Outcome
 from pulses.testing import run_until_drained
@@ -43,12 +43,13 @@ class FlakyConsumer:
 
 
 class FlakyBroker(MemoryBroker):
-    failures: dict[str, int] = {}
-    made: list[FlakyConsumer] = []
+    failures: ClassVar[dict[str, int]] = {}
+    made: ClassVar[list[FlakyConsumer]] = []
 
     def consumer(self, subscription: Any, streams: Sequence[str], *, handler: str) -> Any:
-        consumer = FlakyConsumer(super().consumer(subscription, streams, handler=handler),
-                                 self.failures)
+        consumer = FlakyConsumer(
+            super().consumer(subscription, streams, handler=handler), self.failures
+        )
         self.made.append(consumer)
         return consumer
 

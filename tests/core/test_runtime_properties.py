@@ -69,8 +69,9 @@ class Scripted(Handler[MemoryBroker]):
         }.get(action, Ack())
 
 
-scripts = st.lists(st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=4), min_size=1,
-                   max_size=25)
+scripts = st.lists(
+    st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=4), min_size=1, max_size=25
+)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -101,14 +102,19 @@ async def _check(
     handler = Handler_()
     async with MemoryBroker() as broker:
         await broker.publish_many(stream, [str(i).encode() for i in range(len(scripts))])
-        app = App(broker, broker.subscription("g"), block_ms=10, claim_idle_ms=10_000,
-                  shutdown_timeout=0.05).register(handler)
+        app = App(
+            broker,
+            broker.subscription("g"),
+            block_ms=10,
+            claim_idle_ms=10_000,
+            shutdown_timeout=0.05,
+        ).register(handler)
         token = CancellationToken()
         run = asyncio.create_task(app.run(token))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (stop_after if stop_after is not None else 20)
         while loop.time() < deadline and not await _drained(broker, stream):
-            await asyncio.sleep(0.005)
+            await asyncio.wait([run], timeout=0.005)  # a poll that also ends with the run
         token.cancel()
         stats = (await run).total
         stream_stats = await broker.stats(stream)
@@ -134,7 +140,11 @@ async def _check(
     assert stats.handled + stats.abandoned == sum(map(len, handler.deliveries.values()))
     # The broker agrees: every message is in exactly one bucket.
     assert (
-        group.acked + group.dropped + group.dead_lettered + group.pending + group.lag
+        group.acked
+        + group.dropped
+        + group.dead_lettered
+        + group.pending
+        + group.lag
         + group.delayed
     ) == len(scripts)
     assert group.dead_lettered == len(dead) == stats.dead_lettered
@@ -148,4 +158,3 @@ async def _check(
 async def _drained(broker: MemoryBroker, stream: str) -> bool:
     stats = await broker.stats(stream)
     return all(g.pending == g.lag == g.delayed == 0 for g in stats.groups) and bool(stats.groups)
-

@@ -4,8 +4,6 @@ import re
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from mypy import api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +42,15 @@ def test_mypy_rejects_each_misuse_and_nothing_else(tmp_path: Path) -> None:
     sample = tmp_path / "misuse.py"
     sample.write_text(MISUSE)
     stdout, _, _ = api.run(
-        ["--strict", "--no-incremental", "--config-file", str(ROOT / "pyproject.toml"),
-         "--cache-dir", str(tmp_path / "cache"), str(sample)]
+        [
+            "--strict",
+            "--no-incremental",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(sample),
+        ]
     )
     found = {
         (int(m["line"]), m["code"])

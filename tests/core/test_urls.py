@@ -30,5 +30,7 @@ async def test_an_invalid_url_never_shows_its_password() -> None:
     import pulses
 
     with pytest.raises(InvalidURL) as info:
-        await pulses.connect("hostonly:s3cret@x", plugins=pulses.plugin_manager(load_entrypoints=False))
+        await pulses.connect(
+            "hostonly:s3cret@x", plugins=pulses.plugin_manager(load_entrypoints=False)
+        )
     assert "s3cret" not in str(info.value)

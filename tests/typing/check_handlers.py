@@ -2,8 +2,17 @@
 
 from typing import Any, assert_type
 
-from pulses import Ack, App, Broker, CancellationToken, Context, Envelope, Handler, Outcome
-from pulses import RunStats
+from pulses import (
+    Ack,
+    App,
+    Broker,
+    CancellationToken,
+    Context,
+    Envelope,
+    Handler,
+    Outcome,
+    RunStats,
+)
 from pulses_memory import MemoryBroker, MemorySubscription
 
 

@@ -7,12 +7,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pulses import ConsumerInfo, DeadLetterRecord, GroupStats, StreamStats, decode_fields
-from pulses import redelivery_fields
+from redis import exceptions as rx
+
+from pulses import (
+    ConsumerInfo,
+    DeadLetterRecord,
+    GroupStats,
+    StreamStats,
+    decode_fields,
+    redelivery_fields,
+)
 from pulses_redis._connection import Connection
 from pulses_redis._keys import StreamKeys, hash_tag_base
 from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, run_script
-from redis import exceptions as rx
 
 __all__ = ["AdminFacet"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis import exceptions as rx
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
@@ -11,7 +12,6 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from pulses import BrokerClosed, InvalidURL, redact_url
 from pulses_redis._errors import ErrorMap
-from redis import exceptions as rx
 
 __all__ = ["Connection", "client_from_url"]
 

@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from redis import exceptions as rx
+
 from pulses import (
     Ack,
     DeadLetter,
@@ -21,8 +23,8 @@ from pulses import (
     Retry,
     SettleError,
     decode_fields,
+    redelivery_fields,
 )
-from pulses import redelivery_fields
 from pulses_redis._connection import BLOCK_MARGIN, Connection
 from pulses_redis._errors import is_nogroup
 from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
@@ -40,7 +42,6 @@ from pulses_redis._scripts import (
     run_pipeline,
     run_script,
 )
-from redis import exceptions as rx
 
 __all__ = ["RedisConsumer", "dead_letter_fields"]
 
@@ -51,13 +52,15 @@ _MOVE_EVERY = 0.1
 _MOVE_LIMIT = 1000
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _CHUNK = 1000
+_SHARED_READ_MIN = 64
+"""From this many slots on, a fetch reads each key for its share with plain XREADGROUPs."""
 """Ids per script call: Lua's unpack() has a stack limit of a few thousand values."""
 
 
 class _Read:
     """One key the consumer reads: a stream, or its group's retry stream."""
 
-    __slots__ = ("cursor", "key", "keys", "retry", "stream")
+    __slots__ = ("cursor", "full", "key", "keys", "retry", "stream")
 
     def __init__(self, keys: StreamKeys, retry: bool) -> None:
         self.keys = keys
@@ -66,6 +69,8 @@ class _Read:
         self.retry = retry
         self.cursor: str | None = "-"
         """Where restart recovery of own pending entries goes on; None when done."""
+        self.full = True
+        """Whether its last read filled its share: then it probably has more."""
 
 
 class RedisConsumer:
@@ -216,12 +221,35 @@ class RedisConsumer:
                 MOVE_DUE.call([k.delayed, k.stream, k.retry_delayed, k.retry], [_MOVE_LIMIT])
                 for k in self._keys
             ]
-        commands.append(READ.call([r.key for r in reads], [self._group, self._name, max_count]))
-        *waits, reply = await run_pipeline(self._conn.client, commands)
-        if waits:
-            self._note_due(now, waits)
-        if isinstance(reply, Exception):
-            raise reply
+        moves = len(commands)
+        # A big batch: one plain XREADGROUP per key for its share, pipelined (the script
+        # costs the server twice as much per entry). A small one: the script, which fills
+        # every slot it can, whatever the keys hold.
+        shared = max_count >= max(_SHARED_READ_MIN, 2 * len(reads))
+        shares = _shares(reads, max_count) if shared else {}
+        group, name = self._group, self._name
+        if shares:
+            commands += [
+                ("XREADGROUP", "GROUP", group, name, "COUNT", share, "STREAMS", read.key, ">")
+                for read, share in shares.items()
+            ]
+        else:
+            commands.append(READ.call([r.key for r in reads], [group, name, max_count]))
+        results = await run_pipeline(self._conn.client, commands)
+        if moves:
+            self._note_due(now, results[:moves])
+        reply: list[Any] = []
+        for result in results[moves:]:
+            if isinstance(result, Exception):
+                raise result
+            if result:
+                reply += result
+        for read in shares:
+            read.full = False
+        for key, entries in reply:
+            read = self._by_key[key]
+            if read in shares:
+                read.full = len(entries) >= shares[read]
         return self._envelopes(reply)
 
     def _note_due(self, now: float, moved: Sequence[Any]) -> None:
@@ -476,6 +504,21 @@ class RedisConsumer:
                 await run_pipeline(self._conn.client, commands)
         except Exception as exc:  # closing is best effort; what we own stays pending
             logger.debug("closing consumer %r of group %r: %r", self._name, self._group, exc)
+
+
+def _shares(reads: Sequence[_Read], max_count: int) -> dict[_Read, int]:
+    """How many entries to ask of each key, ``max_count`` (at least one per key) in all.
+
+    Keys whose last read filled its share split the slots evenly; the others (a drained
+    stream, an empty retry stream) get one each, which is enough to see them wake up:
+    a key that fills its one slot gets an even share on the next read.
+    """
+    full = [read for read in reads if read.full] or list(reads)
+    each, extra = divmod(max_count - (len(reads) - len(full)), len(full))
+    shares = dict.fromkeys(reads, 1)
+    for i, read in enumerate(full):
+        shares[read] = each + int(i < extra)
+    return shares
 
 
 def _retry_fields(env: Envelope) -> list[bytes]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
+from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from pulses import BrokerError, ConnectionLost, PulsesError
-from redis import exceptions as rx
 
 __all__ = ["ErrorMap", "is_nogroup"]
 
