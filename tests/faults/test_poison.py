@@ -1,0 +1,115 @@
+"""Poison messages: one that always raises, one that kills its own process, one that
+hangs; among a steady flow of good messages whose latency should barely move."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from faults.fault_harness import (
+    AofRedis,
+    Case,
+    Workers,
+    children,
+    dead_letters,
+    payload,
+    read_ledger,
+    started,
+    tally,
+    wait_drained,
+    wait_for,
+)
+
+pytestmark = pytest.mark.redis
+
+MAX_DELIVERIES = 3
+TIMEOUT_S = 1.0
+
+
+def steady(aof_redis: AofRedis, ids: list[str], rate: float) -> threading.Thread:
+    """Publish good messages at ``rate`` per second from a thread."""
+
+    def run() -> None:
+        client = aof_redis.client()
+        for ident in ids:
+            client.xadd("jobs", {"payload": payload(ident, "ok", "0.002")})
+            time.sleep(1 / rate)  # pacing of the flow, not a wait for anything
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def latencies(records: list[dict[str, object]], ids: list[str]) -> list[float]:
+    wanted = set(ids)
+    return sorted(
+        float(r["lat"])  # type: ignore[arg-type]
+        for r in records
+        if r["ev"] == "E" and r["id"] in wanted and "lat" in r
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(values[min(len(values) - 1, int(q * len(values)))], 4)
+
+
+def test_poison_messages(aof_redis: AofRedis, workers: Callable[..., Workers], seed: int) -> None:
+    client = aof_redis.client()
+    with Case("poison", seed) as case:
+        w = workers(
+            aof_redis.url,
+            FAULT_MAX_DELIVERIES=str(MAX_DELIVERIES),
+            FAULT_TIMEOUT=str(TIMEOUT_S),
+            FAULT_CLAIM_IDLE_MS="1000",
+            FAULT_WORKERS="4",
+            FAULT_MAX_IN_FLIGHT="8",
+        )
+        supervisor = w.start("-w", "2")
+        wait_for(lambda: len(children(supervisor.pid)) == 2, 20, "2 worker processes")
+        wait_for(lambda: client.exists("jobs"), 20, "the workers to create the group")
+
+        baseline = [f"base{i}" for i in range(200)]
+        steady(aof_redis, baseline, 100).join()
+        wait_drained(client, w.ledger, baseline, 30)
+
+        good = [f"good{i}" for i in range(800)]
+        flow = steady(aof_redis, good, 100)
+        for kind in ("raise", "die", "hang"):
+            client.xadd("jobs", {"payload": payload(f"poison-{kind}", kind)})
+        flow.join()
+        poison = [f"poison-{k}" for k in ("raise", "die", "hang")]
+        wait_drained(client, w.ledger, [*baseline, *good, *poison], 90)
+
+        records = read_ledger(w.ledger)
+        runs = started(records)
+        dead = {
+            f[b"payload"].split(b"|")[0].decode(): f[b"reason"].decode()
+            for f in dead_letters(client)
+        }
+        figures = tally(client, w.ledger, [*baseline, *good, *poison])
+        base_lat, good_lat = latencies(records, baseline), latencies(records, good)
+        case.figures.update(
+            figures,
+            runs={p: len(runs[p]) for p in poison},
+            reasons=dead,
+            latency_baseline_p50_s=pct(base_lat, 0.5),
+            latency_baseline_p99_s=pct(base_lat, 0.99),
+            latency_during_poison_p50_s=pct(good_lat, 0.5),
+            latency_during_poison_p99_s=pct(good_lat, 0.99),
+            latency_during_poison_mean_s=round(statistics.fmean(good_lat), 4),
+            good_dead_lettered=sorted(set(dead) - set(poison)),
+        )
+        assert figures["lost"] == 0
+        assert figures["unexpected"] == 0
+        assert set(dead) == set(poison)  # no good message dead-lettered
+        assert len(runs["poison-raise"]) == MAX_DELIVERIES
+        assert "RuntimeError: poison poison-raise raised" in dead["poison-raise"]
+        assert 1 <= len(runs["poison-die"]) <= MAX_DELIVERIES
+        assert "without being settled" in dead["poison-die"]
+        assert len(runs["poison-hang"]) == MAX_DELIVERIES
+        assert "HandlerTimeout" in dead["poison-hang"]
+        assert case.figures["latency_during_poison_p50_s"] < 0.1
