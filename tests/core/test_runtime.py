@@ -219,7 +219,8 @@ async def test_shutdown_finishes_running_handlers_and_releases_the_unstarted(bro
     assert not run.done()
     finish.set()
     stats = (await asyncio.wait_for(run, 5)).total
-    assert (stats.acked, stats.released, stats.abandoned) == (1, 2, 0)
+    assert (stats.acked, stats.abandoned) == (1, 0)
+    assert stats.released == stats.fetched - 1 >= 1  # all fetched but "a" went back
     # The released messages go at once, with their delivery count unchanged, to a newcomer.
     other = handler_class(ack(), stream)
     await run_until_drained(make_app(broker, consumer="other").register(other()))
