@@ -387,8 +387,15 @@ def _reason(record: DeadLetterRecord, width: int = 60) -> str:
 @dlq.command("list")
 @click.argument("url", envvar=URL_ENV)
 @click.argument("stream")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    envvar="PULSES_LIMIT",
+    show_envvar=True,
+)
+@click.option("--json", "as_json", is_flag=True, envvar="PULSES_JSON", show_envvar=True)
 def dlq_list(url: str, stream: str, limit: int, as_json: bool) -> None:
     """Dead letters of STREAM, oldest first, with reasons and delivery counts."""
 
@@ -448,7 +455,9 @@ def _chosen(ids: tuple[str, ...], everything: bool, verb: str) -> list[str] | No
 @click.argument("url", envvar=URL_ENV)
 @click.argument("stream")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
-@click.option("--all", "everything", is_flag=True, help="Replay every dead letter.")
+@click.option(
+    "--all", "everything", is_flag=True, envvar="PULSES_ALL", help="Replay every dead letter."
+)
 def dlq_replay(url: str, stream: str, ids: tuple[str, ...], everything: bool) -> None:
     """Publish dead letters into STREAM again, as new deliveries, and remove them."""
     chosen = _chosen(ids, everything, "replay")
@@ -477,7 +486,9 @@ def dlq_replay(url: str, stream: str, ids: tuple[str, ...], everything: bool) ->
 @click.argument("url", envvar=URL_ENV)
 @click.argument("stream")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
-@click.option("--all", "everything", is_flag=True, help="Purge every dead letter.")
+@click.option(
+    "--all", "everything", is_flag=True, envvar="PULSES_ALL", help="Purge every dead letter."
+)
 @click.option("--yes", is_flag=True, envvar="PULSES_YES", help="Do not ask for confirmation.")
 def dlq_purge(url: str, stream: str, ids: tuple[str, ...], everything: bool, yes: bool) -> None:
     """Delete dead letters of STREAM for good."""
