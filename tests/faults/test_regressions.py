@@ -56,3 +56,22 @@ async def test_reclaim_is_not_starved_by_a_backlog(redis_url: str) -> None:
         # the backlog alone takes several seconds at 2 workers x 5 ms.
         assert took < 1.0
         assert backlog_left > 0
+
+
+async def test_released_messages_are_fetched_at_once(redis_url: str) -> None:
+    """Released messages were only taken by the next reclaim, up to claim_idle / 2 later
+    (30 s by default): a worker stopping under load left its unstarted work idle."""
+    stream = f"release-{os.urandom(4).hex()}"
+    async with RedisBroker.from_url(redis_url) as broker:
+        await broker.publish_many(stream, [b"a", b"b", b"c"])
+        stopping = broker.consumer(broker.subscription("g", consumer="c1"), [stream], handler="h")
+        other = broker.consumer(broker.subscription("g", consumer="c2"), [stream], handler="h")
+        await stopping.ensure()
+        fetched = await stopping.fetch(3, 0)
+        assert len(fetched) == 3
+        await stopping.release(fetched)
+        got = await other.fetch(10, 0)  # a fetch, not a reclaim
+        assert sorted(e.payload for e in got) == [b"a", b"b", b"c"]
+        assert [e.deliveries for e in got] == [1, 1, 1]
+        await other.settle([(e, Ack()) for e in got])
+        assert await other.fetch(10, 0) == []

@@ -50,6 +50,8 @@ logger = logging.getLogger("pulses.redis")
 _MOVE_EVERY = 0.1
 """Seconds between two runs of the delayed-entry mover piggy-backed on fetch."""
 _MOVE_LIMIT = 1000
+_RELEASED_IDLE_MS = 10**12
+"""Only released entries are this idle: release sets their delivery time to 1970."""
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _CHUNK = 1000
 _SHARED_READ_MIN = 64
@@ -185,10 +187,12 @@ class RedisConsumer:
         # The mover of due delayed entries rides along with a read at most every
         # _MOVE_EVERY while messages flow, and before every read that finds nothing.
         moved = now >= self._next_move or now >= self._wake_at
+        if moved and (released := await self._released(max_count)):
+            return released
         reads = self._rotated()
         envelopes = await self._read(reads, max_count, moved)
         if not envelopes and not moved:
-            envelopes = await self._read(reads, max_count, True)
+            envelopes = await self._released(max_count) or await self._read(reads, max_count, True)
         if envelopes or block_ms <= 0:
             return envelopes
         block = min(block_ms, self._max_block_ms)
@@ -210,6 +214,11 @@ class RedisConsumer:
             self._stash.extend(envelopes[max_count:])
             del envelopes[max_count:]
         return envelopes
+
+    async def _released(self, max_count: int) -> list[Envelope]:
+        """What a stopping consumer released, taken along with the mover's runs: the
+        promise is "at once", and the next reclaim may be half a claim_idle away."""
+        return list((await self._reclaim(_RELEASED_IDLE_MS, max_count, self._reads)).envelopes)
 
     async def _read(self, reads: list[_Read], max_count: int, move: bool) -> list[Envelope]:
         """One round trip: the mover when asked, then a non-blocking fair read."""
@@ -469,10 +478,12 @@ class RedisConsumer:
         result: Reclaimed = await self._healing("reclaiming", self._reclaim, min_idle_ms, max_count)
         return result
 
-    async def _reclaim(self, min_idle_ms: int, max_count: int) -> Reclaimed:
+    async def _reclaim(
+        self, min_idle_ms: int, max_count: int, reads: list[_Read] | None = None
+    ) -> Reclaimed:
         got: list[Envelope] = []
         vanished: list[str] = []
-        for read in self._rotated():
+        for read in reads or self._rotated():
             if len(got) >= max_count:
                 break
             claimed, counts, gone = await run_script(
