@@ -17,6 +17,10 @@ class Envelope:
 
     ``source`` is where the entry lives in the broker (the stream itself, or a
     broker-private key such as a group's retry stream); brokers settle by it.
+
+    A broker whose ids are ``<unix ms>-<seq>`` passes ``enqueued_ms=None`` for an entry
+    that does not say when it was first published: the time is then read from the id
+    when asked for, not for every message of a batch.
     """
 
     # Read-only properties over private slots: one of these is built per message on the
@@ -39,7 +43,7 @@ class Envelope:
         payload: bytes,
         headers: Mapping[str, str],
         deliveries: int,
-        enqueued_ms: int,
+        enqueued_ms: int | None,
         raw: Sequence[bytes] = (),
         source: str | None = None,
     ) -> None:
@@ -78,11 +82,13 @@ class Envelope:
     @property
     def enqueued_ms(self) -> int:
         """When the message was first published, in Unix milliseconds."""
+        if self._enqueued_ms is None:
+            self._enqueued_ms = int(self._id.partition("-")[0])
         return self._enqueued_ms
 
     @property
     def enqueued_at(self) -> datetime:
-        return datetime.fromtimestamp(self._enqueued_ms / 1000, tz=UTC)
+        return datetime.fromtimestamp(self.enqueued_ms / 1000, tz=UTC)
 
     @property
     def fields(self) -> list[tuple[bytes, bytes]]:

@@ -292,17 +292,9 @@ class RedisConsumer:
                 payload, headers, prior, enqueued = decode_fields(raw)
                 eid = entry_id.decode()
                 ids.add(eid)
+                deliveries = prior + (counts[i] if counts else 1)
                 out.append(
-                    Envelope(
-                        eid,
-                        stream,
-                        payload,
-                        headers,
-                        prior + (counts[i] if counts else 1),
-                        enqueued or int(eid[: eid.index("-")]),
-                        raw,
-                        source,
-                    )
+                    Envelope(eid, stream, payload, headers, deliveries, enqueued, raw, source)
                 )
         return out
 
@@ -344,17 +336,25 @@ class RedisConsumer:
         group = self._group
         # An item that cannot be an entry of ours fails alone, not its whole XACK.
         rejected: list[tuple[Envelope, Outcome]] = []
+        held, by_name = self._held, self._by_name
         for item in items:
             env, outcome = item
-            read = self._by_name.get(env.source)
-            if read is None or not _ENTRY_ID.fullmatch(env.id):
+            source, entry_id = env.source, env.id
+            ids = held.get(source)
+            # An id we handed out is an entry id; only others need the pattern.
+            if ids is None or (entry_id not in ids and not _ENTRY_ID.fullmatch(entry_id)):
                 rejected.append(item)
                 continue
+            kind = type(outcome)
+            if kind is Ack or kind is Drop:  # the hot path: one XACK per key and counter
+                key = (source, "acked" if kind is Ack else "dropped")
+                bucket = plain.get(key)
+                if bucket is None:
+                    plain[key] = bucket = []
+                bucket.append(item)
+                continue
+            read = by_name[source]
             match outcome:
-                case Ack():
-                    plain.setdefault((env.source, "acked"), []).append(item)
-                case Drop():
-                    plain.setdefault((env.source, "dropped"), []).append(item)
                 case Retry(after_ms=after_ms):
                     commands.append(
                         RETRY.call(
@@ -403,7 +403,6 @@ class RedisConsumer:
             f"message {env.id!r} of {env.stream!r} is not an entry this consumer fetched"
             for env, _ in rejected[:1]
         ]
-        held = self._held
         for owned, result in zip(owners, results, strict=True):
             if isinstance(result, Exception):
                 failed += owned
