@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+import redis.asyncio
 
 from pulses import Ack, App, Broker, CancellationToken, Context, Envelope, Handler, Outcome
 from pulses_redis import RedisBroker
@@ -75,3 +76,29 @@ async def test_released_messages_are_fetched_at_once(redis_url: str) -> None:
         assert [e.deliveries for e in got] == [1, 1, 1]
         await other.settle([(e, Ack()) for e in got])
         assert await other.fetch(10, 0) == []
+
+
+async def test_a_resumed_consumer_does_not_take_back_what_was_reclaimed(redis_url: str) -> None:
+    """extend() and release() XCLAIMed every id they were given: a worker frozen (SIGSTOP,
+    a long GC pause) past claim_idle and resumed took back, with its next lease renewal,
+    the message a neighbour had reclaimed and was running."""
+    stream = f"steal-{os.urandom(4).hex()}"
+    async with RedisBroker.from_url(redis_url) as broker:
+        await broker.publish(stream, b"m")
+        frozen = broker.consumer(broker.subscription("g", consumer="frozen"), [stream], handler="h")
+        other = broker.consumer(broker.subscription("g", consumer="other"), [stream], handler="h")
+        await frozen.ensure()
+        (env,) = await frozen.fetch(1, 0)
+        async with asyncio.timeout(5):
+            while not (taken := (await other.reclaim(1, 1)).envelopes):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)  # Redis has no event for "1 ms idle"
+        assert [e.deliveries for e in taken] == [2]
+        await frozen.extend([env])
+        await frozen.release([env])
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            (row,) = await client.xpending_range(stream, "g", "-", "+", 10)
+        finally:
+            await client.aclose()
+        assert row["consumer"] == b"other"
+        assert row["times_delivered"] == 2

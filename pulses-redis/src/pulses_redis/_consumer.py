@@ -30,6 +30,7 @@ from pulses_redis._errors import is_nogroup
 from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
 from pulses_redis._scripts import (
     ACK,
+    CLAIM_OWN,
     DEAD_LETTER,
     DELETE_CONSUMER,
     MOVE_DUE,
@@ -424,9 +425,12 @@ class RedisConsumer:
         by_source: dict[str, list[str]] = {}
         for env in [*envelopes, *self._stash]:
             by_source.setdefault(env.source, []).append(env.id)
-        # JUSTID: renews the idle time without counting a delivery.
-        commands: list[tuple[Arg, ...]] = [
-            ("XCLAIM", source, self._group, self._name, 0, *ids[start : start + _CHUNK], "JUSTID")
+        # JUSTID: renews the idle time without counting a delivery; of the entries this
+        # consumer still owns only (a neighbour may have reclaimed some meanwhile).
+        commands = [
+            CLAIM_OWN.call(
+                [source], [self._group, self._name, self._name, "", *ids[start : start + _CHUNK]]
+            )
             for source, ids in by_source.items()
             for start in range(0, len(ids), _CHUNK)
         ]
@@ -448,19 +452,10 @@ class RedisConsumer:
         for env in envelopes:
             count = env.deliveries - decode_fields(env.raw)[2]
             batches.setdefault((env.source, max(0, count - 1)), []).append(env.id)
-        commands: list[tuple[Arg, ...]] = [
-            (
-                "XCLAIM",
-                source,
-                self._group,
-                RELEASED_CONSUMER,
-                0,
-                *ids[start : start + _CHUNK],
-                "TIME",
-                1,
-                "RETRYCOUNT",
-                count,
-                "JUSTID",
+        commands = [
+            CLAIM_OWN.call(
+                [source],
+                [self._group, self._name, RELEASED_CONSUMER, count, *ids[start : start + _CHUNK]],
             )
             for (source, count), ids in batches.items()
             for start in range(0, len(ids), _CHUNK)

@@ -17,6 +17,7 @@ from redis.exceptions import NoScriptError
 
 __all__ = [
     "ACK",
+    "CLAIM_OWN",
     "DEAD_LETTER",
     "DELETE_CONSUMER",
     "MOVE_DUE",
@@ -256,6 +257,30 @@ return {claimed, counts, vanished}
 """,
 )
 
+CLAIM_OWN = Script(
+    "claim_own",
+    """
+-- Renew the lease of (or hand over) only the entries this consumer still owns: one
+-- frozen past claim_idle and resumed must not claim back what a neighbour reclaimed.
+-- KEYS: stream. ARGV: group, owner, target, retrycount ('' renews the lease), ids.
+-- Returns how many were claimed.
+local group, me, target, retries = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local args = {'XCLAIM', KEYS[1], group, target, 0}
+for i = 5, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1)[1]
+  if p and p[2] == me then args[#args + 1] = ARGV[i] end
+end
+local n = #args - 5
+if n == 0 then return 0 end
+if retries ~= '' then
+  for _, a in ipairs({'TIME', 1, 'RETRYCOUNT', retries}) do args[#args + 1] = a end
+end
+args[#args + 1] = 'JUSTID'
+redis.call(unpack(args))
+return n
+""",
+)
+
 TRIM = Script(
     "trim",
     """
@@ -340,6 +365,7 @@ _ALL = (
     MOVE_DUE,
     RECOVER,
     RECLAIM,
+    CLAIM_OWN,
     TRIM,
     DELETE_CONSUMER,
     REPLAY,
