@@ -177,6 +177,8 @@ async def test_two_processes_share_the_work_and_a_killed_one_is_restarted(
     supervisor = start_worker("-w", "2")
     wait_until(lambda: len(children_of(supervisor.pid)) == 2, what="two children")
     first = children_of(supervisor.pid)
+    for pid in first:  # the URL (and any password in it) reaches children by environment
+        assert redis_url not in Path(f"/proc/{pid}/cmdline").read_text()
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
     wait_until(

@@ -12,6 +12,9 @@ from pulses import InvalidURL, redact_url
         ("redis://s3cret@cache", "redis://***@cache"),
         ("redis://cache:6379", "redis://cache:6379"),
         ("memory://", "memory://"),
+        ("unix:///tmp/r.sock?db=1&password=s3cret", "unix:///tmp/r.sock?db=1&password=***"),
+        ("redis://h/0?Password=s3cret&ssl=1", "redis://h/0?Password=***&ssl=1"),
+        ("redis://u:p@h/0?password=q", "redis://u:***@h/0?password=***"),
     ],
 )
 def test_redact_url_hides_every_password(url: str, shown: str) -> None:

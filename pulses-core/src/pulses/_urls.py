@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from pulses._errors import InvalidURL
@@ -12,9 +13,21 @@ __all__ = ["redact_url", "url_scheme"]
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``; safe for logs, reprs and errors.
 
+    Both places a password can hide are covered: the userinfo and a ``password=`` query
+    parameter (the only way to give one to a ``unix://`` URL).
+
     >>> redact_url("redis://app:s3cret@cache:6379/0")
     'redis://app:***@cache:6379/0'
+    >>> redact_url("unix:///run/redis.sock?db=1&password=s3cret")
+    'unix:///run/redis.sock?db=1&password=***'
     """
+    return _QUERY_PASSWORD.sub(r"\g<1>***", _redact_userinfo(url))
+
+
+_QUERY_PASSWORD = re.compile(r"([?&;](?:password|pass|pwd)=)[^&;#]*", re.IGNORECASE)
+
+
+def _redact_userinfo(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:  # malformed: still hide whatever stands before an "@"
         scheme, rest = "", url

@@ -177,8 +177,10 @@ def worker(
                 "broker such as redis://",
             )
         child = ["worker", app_spec, "--log-level", log_level]
-        child += ["--url", url] if url is not None else []
-        child += ["--shutdown-timeout", str(shutdown_timeout)] if shutdown_timeout else []
+        if url is not None:  # by environment, not argv: a password in argv shows in ps
+            os.environ["PULSES_URL"] = url
+        if shutdown_timeout is not None:
+            child += ["--shutdown-timeout", str(shutdown_timeout)]
         child += ["--burst"] if burst else []
         child += ["--verbose"] if verbose else []
         os.environ.pop("PULSES_WORKERS", None)  # each child is one process
