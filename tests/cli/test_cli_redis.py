@@ -166,6 +166,10 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text()
+
+
 def children_of(pid: int) -> set[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return {int(p) for p in found.split()}
@@ -178,7 +182,7 @@ async def test_two_processes_share_the_work_and_a_killed_one_is_restarted(
     wait_until(lambda: len(children_of(supervisor.pid)) == 2, what="two children")
     first = children_of(supervisor.pid)
     for pid in first:  # the URL (and any password in it) reaches children by environment
-        assert redis_url not in Path(f"/proc/{pid}/cmdline").read_text()
+        assert redis_url not in cmdline(pid)
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
     wait_until(
