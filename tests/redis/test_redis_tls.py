@@ -26,6 +26,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Redis
     if shutil.which("openssl") is None:
         pytest.skip("no openssl command to make a test CA with")
     d = tmp_path_factory.mktemp("tls")
+    # Python 3.13 verifies strictly (VERIFY_X509_STRICT): the CA needs its key usage.
     _openssl(
         "req",
         "-x509",
@@ -40,6 +41,10 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Redis
         "2",
         "-subj",
         "/CN=Pulses test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
         cwd=d,
     )
     _openssl(
@@ -55,7 +60,12 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Redis
         "/CN=localhost",
         cwd=d,
     )
-    (d / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (d / "ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
     _openssl(
         "x509",
         "-req",

@@ -181,7 +181,9 @@ class Store:
     def notify(self, key: str) -> None:
         waiters = self.waiters.get(key)
         if waiters:
-            for woken in waiters:
+            # A copy: a publish from another thread iterates while the waiting loop's
+            # thread removes its waiter (copying a set holds the GIL throughout).
+            for woken in tuple(waiters):
                 wake(woken)
 
     async def wait(self, keys: Sequence[str], until_ms: int, woken: asyncio.Future[None]) -> None:
