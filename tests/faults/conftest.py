@@ -62,7 +62,7 @@ def workers(case_dir: Path) -> Iterator[Callable[..., Workers]]:
     made: list[Workers] = []
 
     def make(url: str, **env: str) -> Workers:
-        w = Workers(case_dir, url, env)
+        w = Workers(case_dir, url, env, name=f"worker{len(made)}")
         made.append(w)
         return w
 

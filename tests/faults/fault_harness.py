@@ -83,6 +83,7 @@ class Workers:
     directory: Path
     url: str
     env: Mapping[str, str] = field(default_factory=dict)
+    name: str = "worker"
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -101,7 +102,7 @@ class Workers:
         }
         for name in ("REDIS_URL", "PULSES_WORKERS"):
             full_env.pop(name, None)
-        log = open(self.directory / f"worker-{n}.log", "wb")  # noqa: SIM115  (the child owns it)
+        log = open(self.directory / f"{self.name}-{n}.log", "wb")  # noqa: SIM115  (the child owns it)
         proc = subprocess.Popen(
             [sys.executable, "-m", "pulses", "worker", "fault_app:app", *args],
             cwd=self.directory,
@@ -114,7 +115,7 @@ class Workers:
         return proc
 
     def log(self, n: int) -> str:
-        return (self.directory / f"worker-{n}.log").read_text(errors="replace")
+        return (self.directory / f"{self.name}-{n}.log").read_text(errors="replace")
 
     def logs(self) -> str:
         return "".join(self.log(n) for n in range(len(self.procs)))

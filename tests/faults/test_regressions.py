@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from pulses import Ack, App, Broker, CancellationToken, Context, Envelope, Handler, Outcome
+from pulses import (
+    Ack,
+    App,
+    Broker,
+    BrokerError,
+    CancellationToken,
+    Context,
+    Envelope,
+    Handler,
+    Outcome,
+)
 from pulses_redis import RedisBroker
 
 pytestmark = pytest.mark.redis
@@ -102,3 +112,27 @@ async def test_a_resumed_consumer_does_not_take_back_what_was_reclaimed(redis_ur
             await client.aclose()
         assert row["consumer"] == b"other"
         assert row["times_delivered"] == 2
+
+
+async def test_an_acl_refusal_inside_a_script_names_the_command(redis_url: str) -> None:
+    """Redis reports a command refused inside a script by the script's SHA1 and line
+    only: the error said "can't run this command" without saying which."""
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    user = f"noclaim-{os.urandom(3).hex()}"
+    await admin.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xclaim"]
+    )
+    stream = f"acl-{os.urandom(4).hex()}"
+    host = admin.connection_pool.connection_kwargs
+    url = f"redis://{user}:pw@{host['host']}:{host['port']}/{host.get('db', 0)}"
+    try:
+        async with RedisBroker.from_url(url) as broker:
+            await broker.publish(stream, b"m")
+            consumer = broker.consumer(broker.subscription("g"), [stream], handler="h")
+            await consumer.ensure()
+            got = await consumer.fetch(1, 0)
+            with pytest.raises(BrokerError, match=r"may not run XCLAIM \(line \d+ of"):
+                await consumer.extend(got)
+    finally:
+        await admin.acl_deluser(user)
+        await admin.aclose()

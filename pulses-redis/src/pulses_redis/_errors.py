@@ -9,6 +9,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from pulses import BrokerError, ConnectionLost, PulsesError
+from pulses_redis._scripts import failed_call
 
 __all__ = ["ErrorMap", "is_nogroup"]
 
@@ -65,6 +66,11 @@ class ErrorMap:
                     f"{scope.action} {where}: " + "; ".join(wrong) + " (another "
                     "application uses that key name; rename the stream or the key)"
                 )
+        if "can't run this command" in message and (call := failed_call(message)):
+            return BrokerError(
+                f"{scope.action} {where}: the Redis user may not run {call}, which Pulses "
+                "needs; see the pulses_redis docs for the command list"
+            )
         if "NOPERM" in message:
             return BrokerError(
                 f"{scope.action} {where}: the Redis user lacks a permission "

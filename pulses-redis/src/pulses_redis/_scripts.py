@@ -9,6 +9,7 @@ every key they touch in KEYS.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "SCHEDULE",
     "TRIM",
     "Script",
+    "failed_call",
     "run_pipeline",
     "run_script",
 ]
@@ -265,18 +267,18 @@ CLAIM_OWN = Script(
 -- KEYS: stream. ARGV: group, owner, target, retrycount ('' renews the lease), ids.
 -- Returns how many were claimed.
 local group, me, target, retries = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local args = {'XCLAIM', KEYS[1], group, target, 0}
+local args = {KEYS[1], group, target, 0}
 for i = 5, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1)[1]
   if p and p[2] == me then args[#args + 1] = ARGV[i] end
 end
-local n = #args - 5
+local n = #args - 4
 if n == 0 then return 0 end
 if retries ~= '' then
   for _, a in ipairs({'TIME', 1, 'RETRYCOUNT', retries}) do args[#args + 1] = a end
 end
 args[#args + 1] = 'JUSTID'
-redis.call(unpack(args))
+redis.call('XCLAIM', unpack(args))
 return n
 """,
 )
@@ -372,6 +374,24 @@ _ALL = (
     PURGE,
 )
 _BY_SHA = {script.sha: script for script in _ALL}
+
+
+_SCRIPT_LINE = re.compile(r"script: ([0-9a-f]{40}), on @user_script:(\d+)")
+_CALL = re.compile(r"redis\.call\('([A-Za-z]+)'")
+
+
+def failed_call(message: str) -> str | None:
+    """What a script error points at: Redis names only the script's SHA1 and line (an
+    ACL refusal inside a script does not even name the command), so look them up."""
+    found = _SCRIPT_LINE.search(message)
+    script = _BY_SHA.get(found[1]) if found else None
+    if found is None or script is None:
+        return None
+    lines = script.source.splitlines()
+    number = int(found[2])
+    call = _CALL.search(lines[number - 1]) if 0 < number <= len(lines) else None
+    what = call[1].upper() if call else "a command"
+    return f"{what} (line {number} of the Pulses script {script.name!r})"
 
 
 async def command(client: Redis, *args: Arg) -> Any:
