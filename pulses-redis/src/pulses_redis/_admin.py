@@ -62,8 +62,9 @@ class AdminFacet:
             elif key.endswith(":dead"):
                 base = key.removesuffix(":dead")
                 untagged = base[1:-1] if base.startswith("{") and base.endswith("}") else base
-                # "{emails}:dead" belongs to "emails" unless "{emails}" is a stream itself.
-                tagged = base in existing or hash_tag_base(untagged) != base
+                # "{emails}:dead" belongs to "emails" unless "{emails}" is a stream itself;
+                # a name with a "}" never gets companions of the form "{name}".
+                tagged = base in existing or "}" in untagged or hash_tag_base(untagged) != base
                 found.add(base if tagged else untagged)
         return sorted(found)
 

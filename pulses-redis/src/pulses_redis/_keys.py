@@ -5,9 +5,12 @@ delayed retries and counters) share the stream's hash tag, so scripts that touch
 stream and its companions stay in one Redis Cluster slot: ``{orders}`` →
 ``{orders}:dead``; a stream without a tag gets one: ``emails`` → ``{emails}:dead``.
 (``emails`` and ``{emails}`` therefore share their companion keys; don't use both.)
+A name with a ``}`` but no tag (``a}b``) cannot have companions in its slot: refused.
 """
 
 from __future__ import annotations
+
+from pulses import ConfigurationError
 
 __all__ = ["RELEASED_CONSUMER", "StreamKeys", "hash_tag_base"]
 
@@ -15,13 +18,31 @@ RELEASED_CONSUMER = "pulses:released"
 """Pseudo-consumer that owns released messages until a real consumer reclaims them."""
 
 
-def hash_tag_base(stream: str) -> str:
-    """The prefix of a stream's companion keys: the stream itself if it has a hash tag."""
-    start = stream.find("{")
+def _hash_tag(key: str) -> str | None:
+    """What Redis Cluster hashes of a key that has a hash tag: the text between its first
+    ``{`` and the next ``}``, when not empty; None when the whole key is hashed."""
+    start = key.find("{")
     if start != -1:
-        end = stream.find("}", start + 1)
-        if end > start + 1:  # Redis ignores an empty tag "{}"
-            return stream
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return None
+
+
+def hash_tag_base(stream: str) -> str:
+    """The prefix of a stream's companion keys: the stream itself if it has a hash tag.
+
+    A stream without a tag is hashed whole, so its companions need the tag ``{stream}``,
+    which holds the whole name only if it has no ``}``: such names are refused.
+    """
+    if _hash_tag(stream) is not None:
+        return stream
+    if "}" in stream:
+        raise ConfigurationError(
+            f"stream name {stream!r} has a '}}' but no hash tag: its dead letters, delayed "
+            "and retry keys could not share its Redis Cluster slot; drop the '}' or give "
+            "it a tag like '{orders}'"
+        )
     return "{" + stream + "}"
 
 
