@@ -84,10 +84,10 @@ def test_sigterm_drains_under_load(
         assert figures["lost"] == 0
         assert figures["duplicates"] == 0
         assert figures["unexpected"] == 0
-        # What A released was taken at once by B, not after claim_idle as idle messages.
+        # What A released was taken at once by B, not by its next reclaim (every 2 s).
         assert released > 0
         assert "released 0" not in log
-        assert taken < CLAIM_IDLE_MS / 1000
+        assert taken < CLAIM_IDLE_MS / 2000 * 0.75
         assert b.poll() is None
 
 
