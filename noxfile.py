@@ -64,3 +64,12 @@ def typecheck(session: nox.Session) -> None:
         "pulses-redis/src",
         "tests/typing",
     )
+
+
+@nox.session(python="3.11")
+def faults(session: nox.Session) -> None:
+    """Every fault case (slow ones too), three seeds each, then docs/faults.md's table."""
+    _install(session, "test")
+    session.env.update(PULSES_FAULTS="all", PULSES_FAULT_SEEDS="1,2,3")
+    session.run("pytest", "tests/faults", *session.posargs)
+    session.run("python", "tests/faults/summarize.py")
