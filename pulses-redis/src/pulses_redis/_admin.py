@@ -19,6 +19,7 @@ from pulses import (
 )
 from pulses_redis._connection import Connection
 from pulses_redis._keys import StreamKeys, hash_tag_base
+from pulses_redis._packed import pack, unpack
 from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, run_script
 
 __all__ = ["AdminFacet"]
@@ -187,7 +188,7 @@ class AdminFacet:
                 commands = [
                     REPLAY.call(
                         [keys.dead, stream],
-                        [entry_id, *redelivery_fields(fields[_META_FIELDS:])],
+                        [entry_id, *pack(redelivery_fields(unpack(fields[_META_FIELDS:])))],
                     )
                     for entry_id, fields in entries
                 ]
@@ -261,8 +262,7 @@ def _ok(results: Sequence[Any]) -> list[Any]:
 
 def _record(stream: str, entry_id: bytes, fields: Sequence[bytes]) -> DeadLetterRecord:
     meta = _pairs(fields[:_META_FIELDS])
-    raw = fields[_META_FIELDS:]
-    payload, headers, _, _ = decode_fields(raw)
+    payload, headers, _, _ = decode_fields(unpack(fields[_META_FIELDS:]))
     eid = entry_id.decode()
 
     def text(name: bytes) -> str:

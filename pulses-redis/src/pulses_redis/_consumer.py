@@ -28,6 +28,7 @@ from pulses import (
 from pulses_redis._connection import BLOCK_MARGIN, Connection
 from pulses_redis._errors import is_nogroup
 from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
+from pulses_redis._packed import pack, unpack
 from pulses_redis._scripts import (
     ACK,
     CLAIM_OWN,
@@ -290,6 +291,7 @@ class RedisConsumer:
             for i, (entry_id, raw) in enumerate(entries):
                 if raw is None:  # deleted while pending; only a PEL read returns these
                     continue
+                raw = unpack(raw)
                 payload, headers, prior, enqueued = decode_fields(raw)
                 eid = entry_id.decode()
                 ids.add(eid)
@@ -528,11 +530,12 @@ def _shares(reads: Sequence[_Read], max_count: int) -> dict[_Read, int]:
 
 def _retry_fields(env: Envelope) -> list[bytes]:
     """The raw fields again, with this delivery's count and the first enqueue time."""
-    return redelivery_fields(env.raw, env.deliveries, env.enqueued_ms)
+    return pack(redelivery_fields(env.raw, env.deliveries, env.enqueued_ms))
 
 
 def dead_letter_fields(env: Envelope, reason: str, handler: str, group: str) -> list[Arg]:
-    """A dead-letter record: what happened, then the entry's raw fields as they were."""
+    """A dead-letter record: what happened, then the entry's raw fields as they were
+    (packed when many)."""
     return [
         b"original_id",
         env.id,
@@ -546,5 +549,5 @@ def dead_letter_fields(env: Envelope, reason: str, handler: str, group: str) -> 
         handler,
         b"group",
         group,
-        *env.raw,
+        *pack(env.raw),
     ]

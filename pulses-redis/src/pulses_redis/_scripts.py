@@ -1,9 +1,12 @@
 """The Lua scripts that make settlements atomic, and how they are run.
 
-Each script that settles a message starts with its ``XACK`` and does nothing more when
-that returns 0: a settle retried after a lost reply never duplicates a retry or a dead
-letter. Scripts touch only a stream and its companion keys (one hash tag), and take
-every key they touch in KEYS.
+Each script that settles a message does nothing when it is no longer pending: a settle
+retried after a lost reply never duplicates a retry or a dead letter. A script that
+writes a copy (retry, dead letter, replay) writes it before it removes the original:
+Redis rolls nothing back, so a script that fails halfway leaves the message pending,
+never gone. Copies with many fields are packed (``_packed``), so no Lua limit fails one.
+Scripts touch only a stream and its companion keys (one hash tag), and take every key
+they touch in KEYS.
 """
 
 from __future__ import annotations
@@ -91,14 +94,15 @@ RETRY = Script(
     + """
 -- KEYS: source, retry stream, delayed retries. ARGV: group, id, delete, after_ms, token,
 -- fields of the new entry...
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
 local after = tonumber(ARGV[4])
 if after == 0 then
   redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
 else
   schedule(KEYS[3], after, ARGV[5], 6)
 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
 return 1
 """,
 )
@@ -108,9 +112,10 @@ DEAD_LETTER = Script(
     _PRELUDE
     + """
 -- KEYS: source, dead letters, counts. ARGV: group, id, delete, record fields...
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
 redis.call('HINCRBY', KEYS[3], 'dead_lettered', 1)
 return 1
 """,
@@ -341,10 +346,12 @@ REPLAY = Script(
     "replay",
     _PRELUDE
     + """
--- Publish a dead letter anew, once: only the call that deletes the record publishes.
--- KEYS: dead letters, stream. ARGV: dead-letter id, fields...
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
-return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+-- Publish a dead letter anew, once: only the call that still finds the record publishes,
+-- then removes it. KEYS: dead letters, target stream. ARGV: dead-letter id, fields...
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return false end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
 """,
 )
 

@@ -1,0 +1,90 @@
+"""Entries and batches beyond Lua's limits (unpack() takes about 8,000 values)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pulses import DeadLetter, Envelope, Outcome, Retry, SettleError
+from pulses_redis import RedisBroker, RedisConsumer
+from pulses_redis._keys import StreamKeys
+from pulses_redis._scripts import command
+
+pytestmark = pytest.mark.redis
+
+BIG = [b"payload", b"big"] + [
+    f"f{i}".encode() if j == 0 else b"v" for i in range(4999) for j in (0, 1)
+]
+"""A foreign producer's entry of 5,000 field pairs."""
+
+
+async def raw(broker: RedisBroker, *args: Any) -> Any:
+    return await command(broker._conn.client, *args)
+
+
+async def fetch_n(consumer: RedisConsumer, n: int, max_count: int = 100) -> list[Envelope]:
+    got: list[Envelope] = []
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(got) < n:
+        assert asyncio.get_running_loop().time() < deadline, f"got {len(got)} of {n}"
+        got += await consumer.fetch(max_count - len(got), 100)
+    return got
+
+
+async def big_message(broker: RedisBroker, stream: str) -> tuple[RedisConsumer, Envelope]:
+    consumer = broker.consumer(broker.subscription("g"), [stream], handler="H")
+    await consumer.ensure()
+    await raw(broker, "XADD", stream, "*", *BIG)
+    [env] = await fetch_n(consumer, 1)
+    assert list(env.raw) == BIG
+    return consumer, env
+
+
+@pytest.mark.parametrize("outcome", [Retry(0), Retry(after_ms=50)], ids=repr)
+async def test_a_retry_of_an_entry_with_5000_fields_comes_back_whole(
+    broker: RedisBroker, name: str, outcome: Outcome
+) -> None:
+    stream = f"{name}:big"
+    consumer, env = await big_message(broker, stream)
+    await consumer.settle([(env, outcome)])
+    [again] = await fetch_n(consumer, 1)
+    assert (again.payload, again.deliveries) == (b"big", 2)
+    assert list(again.raw[: len(BIG)]) == BIG
+    await consumer.settle([(again, outcome)])  # from the retry stream, once more
+    [third] = await fetch_n(consumer, 1)
+    assert third.deliveries == 3
+    assert list(third.raw[: len(BIG)]) == BIG
+
+
+async def test_a_dead_letter_of_an_entry_with_5000_fields_is_recorded_and_replayed_whole(
+    broker: RedisBroker, name: str
+) -> None:
+    stream = f"{name}:big"
+    consumer, env = await big_message(broker, stream)
+    await consumer.settle([(env, DeadLetter("too big"))])
+    assert (await raw(broker, "XPENDING", stream, "g"))[0] == 0
+    [record] = await broker.dead_letters(stream)
+    assert (record.payload, record.reason, record.original_id) == (b"big", "too big", env.id)
+    assert len(await broker.replay(stream)) == 1
+    [again] = await fetch_n(consumer, 1)
+    assert (list(again.raw), again.deliveries) == (BIG, 1)
+
+
+async def test_a_retry_or_dead_letter_that_fails_leaves_the_message_pending(
+    broker: RedisBroker, name: str
+) -> None:
+    # The retry stream is not a stream: the write fails, and nothing was acked before it.
+    stream = f"{name}:s"
+    consumer = broker.consumer(broker.subscription("g"), [stream], handler="H")
+    await consumer.ensure()
+    await broker.publish_many(stream, [b"a", b"b"])
+    a, b = await fetch_n(consumer, 2)
+    keys = StreamKeys(stream, "g")
+    await raw(broker, "DEL", keys.retry, keys.dead)
+    await raw(broker, "SET", keys.retry, "x")
+    await raw(broker, "SET", keys.dead, "x")
+    with pytest.raises(SettleError, match=r"settling 2 of 2 messages"):
+        await consumer.settle([(a, Retry(0)), (b, DeadLetter("x"))])
+    assert (await raw(broker, "XPENDING", stream, "g"))[0] == 2
