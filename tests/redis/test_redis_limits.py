@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pulses import DeadLetter, Envelope, Outcome, Retry, SettleError
+from pulses import DeadLetter, Envelope, Outcome, PulsesError, Retry, SettleError
 from pulses_redis import RedisBroker, RedisConsumer
 from pulses_redis._keys import StreamKeys
 from pulses_redis._scripts import command
@@ -88,3 +88,40 @@ async def test_a_retry_or_dead_letter_that_fails_leaves_the_message_pending(
     with pytest.raises(SettleError, match=r"settling 2 of 2 messages"):
         await consumer.settle([(a, Retry(0)), (b, DeadLetter("x"))])
     assert (await raw(broker, "XPENDING", stream, "g"))[0] == 2
+
+
+async def test_a_delayed_entry_too_big_for_lua_is_moved_and_blocks_no_other(
+    broker: RedisBroker, name: str
+) -> None:
+    # Scheduled unpacked (as by an older Pulses): 10,000 fields in one sorted-set member.
+    stream = f"{name}:s"
+    consumer = broker.consumer(broker.subscription("g"), [stream], handler="H")
+    await consumer.ensure()
+    member = b"token\n" + b"".join(b"%d:%b" % (len(f), f) for f in BIG)
+    await raw(broker, "ZADD", StreamKeys(stream, "g").retry_delayed, 0, member)
+    await broker.publish_many(stream, [b"a", b"b"])
+    got = await fetch_n(consumer, 3)
+    assert sorted(e.payload for e in got) == [b"a", b"b", b"big"]
+    [big] = [e for e in got if e.payload == b"big"]
+    assert list(big.raw) == BIG
+
+
+async def test_a_failing_mover_strands_nothing_the_same_round_trip_read(
+    broker: RedisBroker, name: str
+) -> None:
+    stream = f"{name}:s"
+    consumer = broker.consumer(broker.subscription("g"), [stream], handler="H")
+    await consumer.ensure()
+    await raw(broker, "SET", StreamKeys(stream).delayed, "not a sorted set")
+    await broker.publish_many(stream, [b"a", b"b", b"c"])
+    got: list[Envelope] = []
+    errors = 0
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(got) < 3 and asyncio.get_running_loop().time() < deadline:
+        try:
+            got += await consumer.fetch(10, 0)
+        except PulsesError:
+            errors += 1
+    assert errors > 0
+    assert sorted(e.payload for e in got) == [b"a", b"b", b"c"]
+    assert (await raw(broker, "XPENDING", stream, "g"))[0] == 3

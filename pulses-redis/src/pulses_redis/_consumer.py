@@ -247,13 +247,9 @@ class RedisConsumer:
         else:
             commands.append(READ.call([r.key for r in reads], [group, name, max_count]))
         results = await run_pipeline(self._conn.client, commands)
-        if moves:
-            self._note_due(now, results[:moves])
         reply: list[Any] = []
         for result in results[moves:]:
-            if isinstance(result, Exception):
-                raise result
-            if result:
+            if result and not isinstance(result, Exception):
                 reply += result
         for read in shares:
             read.full = False
@@ -261,15 +257,19 @@ class RedisConsumer:
             read = self._by_key[key]
             if read in shares:
                 read.full = len(entries) >= shares[read]
-        return self._envelopes(reply)
+        envelopes = self._envelopes(reply)
+        errors = [result for result in results if isinstance(result, Exception)]
+        if errors:
+            # What the reads took is pending under this consumer now: the next fetch
+            # hands it out, or a failing mover would strand every batch in the PEL.
+            self._stash.extend(envelopes)
+            raise errors[0]
+        if moves:
+            self._note_due(now, results[:moves])
+        return envelopes
 
-    def _note_due(self, now: float, moved: Sequence[Any]) -> None:
-        waits = []
-        for result in moved:
-            if isinstance(result, Exception):
-                raise result
-            if result >= 0:
-                waits.append(result)
+    def _note_due(self, now: float, moved: Sequence[int]) -> None:
+        waits = [wait for wait in moved if wait >= 0]
         self._wake_at = now + min(waits) / 1000 if waits else math.inf
 
     def _rotated(self) -> list[_Read]:
