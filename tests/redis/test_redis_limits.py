@@ -125,3 +125,20 @@ async def test_a_failing_mover_strands_nothing_the_same_round_trip_read(
     assert errors > 0
     assert sorted(e.payload for e in got) == [b"a", b"b", b"c"]
     assert (await raw(broker, "XPENDING", stream, "g"))[0] == 3
+
+
+async def held_by_a_dead_consumer(broker: RedisBroker, stream: str, n: int) -> None:
+    await broker.publish_many(stream, [b"x"] * n)
+    await raw(broker, "XGROUP", "CREATE", stream, "g", "0")
+    await raw(broker, "XREADGROUP", "GROUP", "g", "dead", "COUNT", n, "STREAMS", stream, ">")
+
+
+async def test_reclaim_takes_9000_messages_in_one_call(broker: RedisBroker, name: str) -> None:
+    stream = f"{name}:s"
+    await held_by_a_dead_consumer(broker, stream, 9000)
+    live = broker.consumer(broker.subscription("g", consumer="live"), [stream], handler="H")
+    await live.ensure()
+    reclaimed = await live.reclaim(0, 9000)
+    assert len(reclaimed.envelopes) == 9000
+    assert {e.deliveries for e in reclaimed.envelopes} == {2}
+

@@ -241,6 +241,7 @@ RECLAIM = Script(
 -- Entries idle longer than min_idle in any consumer of the group, with exact delivery
 -- counts. XPENDING's IDLE filter reaches idle entries behind any number of fresh ones;
 -- entries deleted from the stream are acked and reported once instead of claimed.
+-- XCLAIM takes 1000 ids at a time: unpack() has a limit of a few thousand values.
 -- KEYS: stream. ARGV: group, consumer, min_idle, count.
 -- Returns {claimed entries, their counts, vanished ids}.
 local group, me, min_idle, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -264,8 +265,12 @@ while #ids < want do
   if #batch < want then break end
 end
 local claimed = {}
-if #ids > 0 then
-  claimed = redis.call('XCLAIM', KEYS[1], group, me, min_idle, unpack(ids))
+for i = 1, #ids, 1000 do
+  local last = math.min(i + 999, #ids)
+  for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], group, me, min_idle,
+                                    unpack(ids, i, last))) do
+    claimed[#claimed + 1] = entry
+  end
 end
 return {claimed, counts, vanished}
 """,
