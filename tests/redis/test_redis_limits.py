@@ -142,3 +142,22 @@ async def test_reclaim_takes_9000_messages_in_one_call(broker: RedisBroker, name
     assert len(reclaimed.envelopes) == 9000
     assert {e.deliveries for e in reclaimed.envelopes} == {2}
 
+
+async def test_reclaim_looks_at_a_bounded_number_of_trimmed_entries_per_call(
+    broker: RedisBroker, name: str
+) -> None:
+    stream = f"{name}:s"
+    await held_by_a_dead_consumer(broker, stream, 20_000)
+    await raw(broker, "XTRIM", stream, "MAXLEN", 0)
+    live = broker.consumer(broker.subscription("g", consumer="live"), [stream], handler="H")
+    await live.ensure()
+    first = await live.reclaim(0, 10)
+    assert 0 < len(first.vanished) <= 10 + 1000
+    vanished = list(first.vanished)
+    for _ in range(100):
+        more = (await live.reclaim(0, 10)).vanished
+        if not more:
+            break
+        vanished += more
+    assert len(vanished) == len(set(vanished)) == 20_000
+    assert (await raw(broker, "XPENDING", stream, "g"))[0] == 0

@@ -241,14 +241,20 @@ RECLAIM = Script(
 -- Entries idle longer than min_idle in any consumer of the group, with exact delivery
 -- counts. XPENDING's IDLE filter reaches idle entries behind any number of fresh ones;
 -- entries deleted from the stream are acked and reported once instead of claimed.
--- XCLAIM takes 1000 ids at a time: unpack() has a limit of a few thousand values.
+-- One call looks at no more than count + 1000 pending entries, so a trimmed backlog of
+-- any size blocks the server for a bounded time; the next call goes on (what this one
+-- acked has left the pending list). XCLAIM takes 1000 ids at a time: unpack() has a
+-- limit of a few thousand values.
 -- KEYS: stream. ARGV: group, consumer, min_idle, count.
 -- Returns {claimed entries, their counts, vanished ids}.
 local group, me, min_idle, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local ids, counts, vanished = {}, {}, {}
 local start = '-'
-while #ids < want do
-  local batch = redis.call('XPENDING', KEYS[1], group, 'IDLE', min_idle, start, '+', want)
+local budget = want + 1000
+while #ids < want and budget > 0 do
+  local page = math.min(math.max(want - #ids, 100), budget)
+  local batch = redis.call('XPENDING', KEYS[1], group, 'IDLE', min_idle, start, '+', page)
+  budget = budget - #batch
   for _, p in ipairs(batch) do
     local id = p[1]
     if #ids < want then
@@ -262,7 +268,7 @@ while #ids < want do
     end
     start = '(' .. id
   end
-  if #batch < want then break end
+  if #batch < page then break end
 end
 local claimed = {}
 for i = 1, #ids, 1000 do
