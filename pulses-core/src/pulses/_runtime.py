@@ -31,6 +31,13 @@ __all__ = ["RuntimeConfig", "run_handler"]
 logger = logging.getLogger("pulses.runtime")
 
 _OUTCOMES = frozenset({Ack, Retry, Drop, DeadLetter})
+
+DEFAULT_MAX_IN_FLIGHT = 1000
+"""The bound when a handler sets no MAX_IN_FLIGHT: fetches of up to 500, which is where
+a no-op handler reaches the raw loop's speed (docs/performance.md has the figures)."""
+PREFETCH_HORIZON = 0.05
+"""Seconds of work, at the handler's measured rate, that a default window holds."""
+_RATE_EVERY = 0.1
 _COUNTER = {Ack: "acked", Retry: "retried", Drop: "dropped", DeadLetter: "dead_lettered"}
 
 
@@ -101,7 +108,17 @@ class _HandlerRun:
         self.policy = RetryPolicy(
             handler.MAX_DELIVERIES, handler.RETRY_BACKOFF_MS, handler.RETRY_BACKOFF_MAX_MS
         )
-        self.max_in_flight = handler.MAX_IN_FLIGHT or 2 * handler.WORKERS
+        floor = 2 * handler.WORKERS
+        self.max_in_flight = handler.MAX_IN_FLIGHT or max(DEFAULT_MAX_IN_FLIGHT, floor)
+        # MAX_IN_FLIGHT unset: a window between 2 * WORKERS and the default that follows
+        # what the handler gets through (see adapt); set: exactly that bound.
+        self.adaptive = handler.MAX_IN_FLIGHT is None
+        self.floor = floor
+        self.window = floor if self.adaptive else self.max_in_flight
+        self.dry = False
+        """A worker found the queue empty since the last fetch: prefetch more."""
+        self.rate_at = 0.0
+        self.rate_handled = 0
         self.timeout = handler.TIMEOUT
         self.stats = HandlerStats(handler=handler.name)
         self.queue: deque[Envelope] = deque()
@@ -125,6 +142,21 @@ class _HandlerRun:
 
     def free_slots(self) -> int:
         return self.max_in_flight - len(self.inflight) - self.reserved
+
+    def adapt(self, now: float) -> None:
+        """Size the prefetch window without MAX_IN_FLIGHT: double it when the workers ran
+        out of work (a no-op handler reaches the default within a few round trips), and
+        shrink it to PREFETCH_HORIZON of work at the measured rate, so a process does not
+        hoard slow jobs that its neighbours could be running."""
+        if self.dry:
+            self.dry = False
+            self.window = min(self.max_in_flight, self.window * 2)
+        elapsed = now - self.rate_at
+        if elapsed >= _RATE_EVERY:
+            handled = self.stats.handled
+            target = int((handled - self.rate_handled) / elapsed * PREFETCH_HORIZON)
+            self.window = max(self.floor, min(self.window, target))
+            self.rate_at, self.rate_handled = now, handled
 
     def admit(self, envelopes: Sequence[Envelope]) -> None:
         inflight, queue, policy = self.inflight, self.queue, self.policy
@@ -150,16 +182,25 @@ class _HandlerRun:
 
     async def fetch_loop(self) -> None:
         streak = _Streak(f"fetch for handler {self.handler.name}")
-        token = self.app_token
+        token, queue, clock = self.app_token, self.queue, time.monotonic
+        self.rate_at = clock()
         while not token.cancelled:
-            free = self.free_slots()
-            if free <= 0 or self.reclaim_due:
+            if self.adaptive:
+                self.adapt(clock())
+            # At most half the window per fetch: one batch is read while the other is
+            # handled and settled, so round trips overlap the work. And no dribble of a
+            # slot or two while the workers still have a queue: a fetch waits for half
+            # a window of free slots then, or for the queue to run dry.
+            most = (self.window + 1) // 2
+            free = min(self.free_slots(), self.window - len(self.inflight))
+            if free <= 0 or self.reclaim_due or (free < most and queue):
                 self.has_space.clear()
                 await self.has_space.wait()
                 continue
-            self.reserved = free
+            want = min(free, most)
+            self.reserved = want
             try:
-                batch = await self.consumer.fetch(free, self.config.block_ms)
+                batch = await self.consumer.fetch(want, self.config.block_ms)
             except Exception as exc:
                 await _pause(self.app_token, streak.failed(exc))
                 continue
@@ -228,17 +269,20 @@ class _HandlerRun:
     async def work(self, worker: _Worker) -> None:
         queue, handle, ctx = self.queue, self.handler.handle, self.ctx
         to_settle, has_settlements, stats = self.to_settle, self.has_settlements, self.stats
-        clock = time.monotonic
+        clock, timed = time.monotonic, self.timeout is not None
         while True:
             if not queue:
                 if self.stopping:
                     return
+                self.dry = True
+                self.has_space.set()  # a fetcher waiting for the queue to run dry
                 self.has_work.clear()
                 await self.has_work.wait()
                 continue
             env = queue.popleft()
             worker.current = env
-            worker.started = clock()
+            if timed:
+                worker.started = clock()
             try:
                 result: object = await handle(ctx, env)
             except asyncio.CancelledError:
@@ -328,10 +372,15 @@ class _HandlerRun:
 
     def record(self, settled: Sequence[tuple[Envelope, Outcome]]) -> None:
         stats, inflight = self.stats, self.inflight
+        acked = 0
         for env, outcome in settled:
             inflight.discard(env)
-            counter = _COUNTER[type(outcome)]
-            setattr(stats, counter, getattr(stats, counter) + 1)
+            if type(outcome) is Ack:
+                acked += 1
+            else:
+                counter = _COUNTER[type(outcome)]
+                setattr(stats, counter, getattr(stats, counter) + 1)
+        stats.acked += acked
         if settled:
             self.has_space.set()
 
