@@ -239,7 +239,8 @@ class StreamAdmin(Protocol):
         ...
 
     async def replay(self, stream: str, ids: Sequence[str] | None = None) -> list[str]:
-        """Publish dead letters anew (all when ``ids`` is None) and remove them; new ids."""
+        """Hand dead letters (all when ``ids`` is None) again, as new deliveries, to the
+        group that dead-lettered each (not to its fan-out groups), and remove them; new ids."""
         ...
 
     async def purge(self, stream: str, ids: Sequence[str] | None = None) -> int:

@@ -285,18 +285,25 @@ class MemoryBroker:
         return [record for record, _ in list(target.dead.values())[:limit]]
 
     async def replay(self, stream: str, ids: Sequence[str] | None = None) -> list[str]:
+        """Hand dead letters again, with deliveries reset, to the group that dead-lettered
+        each (through its retry stream), and remove them."""
         self._check_open(f"replay dead letters of stream {stream!r}")
         target = self._store.streams.get(stream)
         if target is None:
             return []
-        now = self._store.clock.now_ms()
+        store = self._store
+        now = store.clock.now_ms()
         new_ids = []
         for dead_id in list(target.dead) if ids is None else ids:
             dead = target.dead.pop(dead_id, None)
-            if dead is not None:  # replayed or purged already: nothing to do
-                new_ids.append(target.append(redelivery_fields(dead[1]), now))
-        if new_ids:
-            self._store.notify(stream)
+            if dead is None:  # replayed or purged already: nothing to do
+                continue
+            record, raw = dead
+            # Only the group that dead-lettered it gets it again, like a retry: the
+            # stream itself would hand it to every fan-out group once more.
+            into = store.retry_stream(stream, record.group) if record.group else target
+            new_ids.append(into.append(redelivery_fields(raw), now))
+            store.notify(into.key)
         return new_ids
 
     async def purge(self, stream: str, ids: Sequence[str] | None = None) -> int:

@@ -176,7 +176,12 @@ class AdminFacet:
         return [_record(stream, entry_id, fields) for entry_id, fields in entries]
 
     async def replay(self, stream: str, ids: Sequence[str] | None = None) -> list[str]:
-        """Publish dead letters anew with their deliveries reset, and remove them."""
+        """Hand dead letters again, with deliveries reset, to the group that dead-lettered
+        each, and remove them.
+
+        A record goes to its group's retry stream, like a retry: the stream itself would
+        hand it to every fan-out group once more. One without a group goes to the stream.
+        """
         self._conn.check(f"replaying dead letters of stream {stream!r}")
         keys = StreamKeys(stream)
         client = self._conn.client
@@ -187,7 +192,7 @@ class AdminFacet:
             for entries in await self._dead_entries(keys.dead, ids):
                 commands = [
                     REPLAY.call(
-                        [keys.dead, stream],
+                        [keys.dead, _replay_target(stream, fields)],
                         [entry_id, *pack(redelivery_fields(unpack(fields[_META_FIELDS:])))],
                     )
                     for entry_id, fields in entries
@@ -258,6 +263,12 @@ def _ok(results: Sequence[Any]) -> list[Any]:
             raise result
         ok.append(result)
     return ok
+
+
+def _replay_target(stream: str, fields: Sequence[bytes]) -> str:
+    """The key a dead letter is replayed into: its group's retry stream, or the stream."""
+    group = bytes(_pairs(fields[:_META_FIELDS]).get(b"group", b"")).decode(errors="replace")
+    return StreamKeys(stream, group).retry if group else stream
 
 
 def _record(stream: str, entry_id: bytes, fields: Sequence[bytes]) -> DeadLetterRecord:

@@ -606,6 +606,37 @@ class BrokerConformance:
         assert await admin.dead_letters(names.s) == []
         assert await admin.replay(names.s) == []
 
+    async def test_a_replayed_dead_letter_goes_only_to_the_group_that_dead_lettered_it(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        admin = _require_admin(broker)
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        billing = await _ready(broker, names.g2, "b1", names.s)
+        await broker.publish(names.s, b"charge", headers=HEADERS)
+        [m] = await _fetch_n(c1, 1)
+        [charged] = await _fetch_n(billing, 1)
+        await _settle(c1, (m, Retry()))
+        [m] = await _fetch_n(c1, 1)
+        await _settle(c1, (m, DeadLetter("smtp down")))
+        await _settle(billing, (charged, Ack()))
+        [new_id] = await admin.replay(names.s)
+        [again] = await _fetch_n(c1, 1)
+        assert (again.id, again.stream, again.payload, dict(again.headers)) == (
+            new_id,
+            names.s,
+            b"charge",
+            HEADERS,
+        )
+        assert again.deliveries == 1
+        await _nothing(billing)  # a fan-out group that acked it must not charge twice
+        groups = {g.group: g for g in (await admin.stats(names.s)).groups}
+        assert (groups[names.g2].acked, groups[names.g2].lag, groups[names.g2].pending) == (
+            1,
+            0,
+            0,
+        )
+        assert groups[names.g].pending == 1
+
     async def test_stats_put_every_published_message_in_exactly_one_bucket(
         self, broker: Broker[Any], names: _Names
     ) -> None:
