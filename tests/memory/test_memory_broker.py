@@ -11,7 +11,17 @@ import uuid
 import pytest
 
 import pulses
-from pulses import Ack, BrokerClosed, BrokerError, ConfigurationError, InvalidURL
+from pulses import (
+    Ack,
+    BrokerClosed,
+    BrokerError,
+    ConfigurationError,
+    DeadLetter,
+    Drop,
+    InvalidURL,
+    Outcome,
+    Retry,
+)
 from pulses_memory import ManualClock, MemoryBroker, MemorySubscription
 
 
@@ -218,3 +228,22 @@ def test_the_plugin_module_imports_nothing_beyond_pulses_and_the_standard_librar
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_settled_entries_of_a_retry_stream_are_deleted_as_redis_does() -> None:
+    broker = MemoryBroker()
+    consumer = broker.consumer(MemorySubscription("g", "c"), ["s"], handler="H")
+    await consumer.ensure()
+    await broker.publish_many("s", [b"ack", b"drop", b"dead", b"retry"])
+    batch = list(await consumer.fetch(10, 0))
+    await consumer.settle([(env, Retry()) for env in batch])
+    again = list(await consumer.fetch(10, 0))
+    assert [e.payload for e in again] == [b"ack", b"drop", b"dead", b"retry"]
+    outcomes: list[Outcome] = [Ack(), Drop(), DeadLetter("x"), Retry()]
+    await consumer.settle(list(zip(again, outcomes, strict=True)))
+    retry_stream = broker._store.retries["s:retry:g"]
+    [last] = await consumer.fetch(10, 0)
+    assert len(retry_stream.keys) == len(retry_stream.entries) == 1  # only the new retry
+    await consumer.settle([(last, Ack())])
+    assert retry_stream.keys == []
+    assert retry_stream.entries == {}

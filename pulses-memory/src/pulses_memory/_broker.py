@@ -322,9 +322,7 @@ class MemoryBroker:
         target = self._store.streams.get(stream)
         if target is None:
             return 0
-        if not dry_run:  # retry streams too, uncounted: they are ours, not the user's
-            for name in target.groups:
-                _trim(self._store.retry_stream(stream, name), dry_run=False)
+        # A group's retry stream needs no trim: its entries are deleted as they settle.
         return _trim(target, dry_run=dry_run)
 
     # -- closing ----------------------------------------------------------------------

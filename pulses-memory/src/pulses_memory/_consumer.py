@@ -217,9 +217,11 @@ class MemoryConsumer:
         for envelope, outcome in items:
             stream = store.source(envelope)
             p = None if stream is None else stream.groups[group].pending.pop(envelope.id, None)
-            if p is None:
+            if stream is None or p is None:
                 continue  # already settled, or never ours: settling again is a no-op
             logical = store.streams[envelope.stream]
+            if stream is not logical:  # a retry stream is ours: its settled entries go
+                stream.delete(p.key)
             counters = logical.counters[group]
             match outcome:
                 case Ack():
