@@ -211,6 +211,9 @@ class _HandlerRun:
             if batch:
                 self.stats.fetched += len(batch)
                 self.admit(batch)
+                # Let the woken workers start on it before the next fetch is built and
+                # sent: at a low rate that is the publish-to-handle latency.
+                await asyncio.sleep(0)
 
     async def reclaim_loop(self) -> None:
         streak = _Streak(f"reclaim for handler {self.handler.name}")
