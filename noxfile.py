@@ -73,3 +73,11 @@ def faults(session: nox.Session) -> None:
     session.env.update(PULSES_FAULTS="all", PULSES_FAULT_SEEDS="1,2,3")
     session.run("pytest", "tests/faults", *session.posargs)
     session.run("python", "tests/faults/summarize.py")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmark (docs/performance.md): against REDIS_URL or a redis-server it starts;
+    ``nox -s bench -- --full`` also drains a 1M backlog."""
+    _install(session, "test")
+    session.run("python", "-m", "bench", *session.posargs)

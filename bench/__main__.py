@@ -130,10 +130,8 @@ def _median(values: Sequence[float]) -> float:
 
 def _ratio_summary(
     results: dict[str, list[dict[str, Any]]], ours: str, theirs: str
-) -> dict[str, float]:
-    ratios = [
-        a["rate"] / b["rate"] for a, b in zip(results[ours], results[theirs], strict=True)
-    ]
+) -> dict[str, Any]:
+    ratios = [a["rate"] / b["rate"] for a, b in zip(results[ours], results[theirs], strict=True)]
     return {
         "ours": _median([r["rate"] for r in results[ours]]),
         "theirs": _median([r["rate"] for r in results[theirs]]),
@@ -145,7 +143,7 @@ def _ratio_summary(
 # -- the measurements ---------------------------------------------------------------
 
 
-def consume(url: str, n: int, rounds: int, timeout: float | None) -> dict[str, float]:
+def consume(url: str, n: int, rounds: int, timeout: float | None) -> dict[str, Any]:
     def pulses() -> dict[str, Any]:
         _fill(url, n)
         return _pulses_worker(url, n, timeout=timeout)
@@ -216,8 +214,12 @@ async def _publish_rates(url: str, n: int, sequential_n: int, rounds: int) -> di
             await client.xadd(STREAM, {"payload": PAYLOAD})
         return sequential_n / (time.perf_counter() - started)
 
-    runs = {"pulses_many": pulses_many, "raw_many": raw_many, "pulses_one": pulses_one,
-            "raw_one": raw_one}  # fmt: skip
+    runs = {
+        "pulses_many": pulses_many,
+        "raw_many": raw_many,
+        "pulses_one": pulses_one,
+        "raw_one": raw_one,
+    }
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
     await client.delete(STREAM)
     await raw_one()  # connections open, scripts and caches warm
@@ -338,30 +340,62 @@ def _machine(redis_version: str) -> dict[str, str]:
 
 def _table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str]] = []
-    for key, label in (("consume", "consume (no TIMEOUT)"), ("consume_timeout", "consume (TIMEOUT=30)")):
+    for key, label in (
+        ("consume", "consume (no TIMEOUT)"),
+        ("consume_timeout", "consume (TIMEOUT=30)"),
+    ):
         c = results[key]
         rows.append((label, f"{c['ours']:,.0f}/s", f"{c['theirs']:,.0f}/s", f"{c['ratio']:.2f}x"))
-    for key, label in (("publish_many", "publish_many (batches of 1000)"), ("publish", "publish, sequential")):
+    for key, label in (
+        ("publish_many", "publish_many (batches of 1000)"),
+        ("publish", "publish, sequential"),
+    ):
         p = results[key]
         rows.append((label, f"{p['ours']:,.0f}/s", f"{p['theirs']:,.0f}/s", f"{p['ratio']:.2f}x"))
     lat = results["latency"]
     for q in ("p50_ms", "p99_ms"):
         ours, theirs = lat["pulses"][q], lat["raw"][q]
-        rows.append((f"latency {q[:3]} @ {results['config']['latency_rate']:.0f}/s",
-                     f"{ours:.3f} ms", f"{theirs:.3f} ms", f"{ours / theirs:.2f}x"))  # fmt: skip
+        rows.append(
+            (
+                f"latency {q[:3]} @ {results['config']['latency_rate']:.0f}/s",
+                f"{ours:.3f} ms",
+                f"{theirs:.3f} ms",
+                f"{ours / theirs:.2f}x",
+            )
+        )
     s = results["scaling"]
-    rows.append(("pulses worker -w 2 vs -w 1", f"{s['two']:,.0f}/s", f"{s['one']:,.0f}/s",
-                 f"{s['ratio']:.2f}x"))  # fmt: skip
+    rows.append(
+        (
+            "pulses worker -w 2 vs -w 1",
+            f"{s['two']:,.0f}/s",
+            f"-w 1: {s['one']:,.0f}/s",
+            f"{s['ratio']:.2f}x",
+        )
+    )
     m = results["memory_broker"]
-    rows.append(("memory broker publish / consume", f"{m['publish']:,.0f}/s",
-                 f"{m['consume']:,.0f}/s", ""))  # fmt: skip
+    rows.append(
+        (
+            "memory broker, in process",
+            f"publish {m['publish']:,.0f}/s",
+            f"consume {m['consume']:,.0f}/s",
+            "",
+        )
+    )
     if results.get("backlog"):
         b = results["backlog"]
-        rows.append((f"RSS draining {b['n']:,} backlog", f"peak {b['peak_rss_mib']:.1f} MiB",
-                     f"idle {b['idle_rss_mib']:.1f} MiB", f"+{b['growth_mib']:.1f} MiB"))  # fmt: skip
+        rows.append(
+            (
+                f"RSS draining {b['n']:,} backlog",
+                f"peak {b['peak_rss_mib']:.1f} MiB",
+                f"idle {b['idle_rss_mib']:.1f} MiB",
+                f"+{b['growth_mib']:.1f} MiB",
+            )
+        )
     head = ("measure", "pulses", "raw redis-py", "ratio")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *rows]]
+    lines = [
+        " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *rows]
+    ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -380,8 +414,13 @@ def main() -> None:
     results: dict[str, Any] = {}
     with redis_url() as (url, version):
         results["machine"] = _machine(version)
-        results["config"] = {"n": args.n, "rounds": args.rounds, "latency_rate": args.latency_rate,
-                             "latency_seconds": args.latency_seconds, "payload_bytes": len(PAYLOAD)}  # fmt: skip
+        results["config"] = {
+            "n": args.n,
+            "rounds": args.rounds,
+            "latency_rate": args.latency_rate,
+            "latency_seconds": args.latency_seconds,
+            "payload_bytes": len(PAYLOAD),
+        }
         if "consume" in parts:
             _say(f"consume: {args.n:,} no-op messages, Pulses worker vs raw loop")
             results["consume"] = consume(url, args.n, args.rounds, None)
@@ -389,7 +428,7 @@ def main() -> None:
             results["consume_timeout"] = consume(url, args.n, args.rounds, 30.0)
         if "publish" in parts:
             _say("publish")
-            results.update(asyncio.run(_publish_rates(url, args.n, args.n // 4, args.rounds)))
+            results.update(asyncio.run(_publish_rates(url, args.n, 2_000, 3 * args.rounds)))
         if "latency" in parts:
             _say(f"latency at {args.latency_rate:.0f}/s for {args.latency_seconds:.0f}s each")
             results["latency"] = latency(url, args.latency_rate, args.latency_seconds)
@@ -409,6 +448,8 @@ def main() -> None:
     (RESULTS / f"{stamp}.json").write_text(text)
     if parts >= {"consume", "publish", "latency", "scaling", "memory"}:
         (RESULTS / "latest.json").write_text(text)
+        machine = ", ".join(f"{k} {v}" for k, v in results["machine"].items())
+        print(f"{results['command']}  ({machine})\n")
         print(_table(results))
     else:
         print(text)

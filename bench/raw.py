@@ -14,6 +14,7 @@ import json
 import signal
 import sys
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -26,7 +27,7 @@ async def consume(url: str, stream: str, group: str) -> dict[str, object]:
     started = time.monotonic()
     done = 0
     while True:
-        reply = await client.xreadgroup(group, "raw", {stream: ">"}, count=COUNT)
+        reply: Any = await client.xreadgroup(group, "raw", {stream: ">"}, count=COUNT)
         if not reply:
             break
         ids = [entry_id for entry_id, _ in reply[0][1]]
@@ -44,7 +45,7 @@ async def latency(url: str, stream: str, group: str) -> dict[str, object]:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     samples: list[int] = []
     while not stop.is_set():
-        reply = await client.xreadgroup(group, "raw", {stream: ">"}, count=COUNT, block=200)
+        reply: Any = await client.xreadgroup(group, "raw", {stream: ">"}, count=COUNT, block=200)
         if not reply:
             continue
         now = time.monotonic_ns()
