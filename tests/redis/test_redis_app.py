@@ -63,7 +63,7 @@ async def test_an_app_on_redis_settles_every_outcome_and_drains(
 class Collect(Handler[RedisBroker]):
     """Acks and remembers payloads; a fresh subclass per test sets STREAMS."""
 
-    STREAMS: tuple[str, ...] = ()
+    STREAMS = ()
 
     def __init__(self) -> None:
         self.seen: list[bytes] = []
