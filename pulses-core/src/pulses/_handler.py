@@ -36,7 +36,9 @@ class Handler(ABC, Generic[B_contra]):
     WORKERS: ClassVar[int] = 1
     """How many ``handle()`` calls run at once."""
     MAX_IN_FLIGHT: ClassVar[int | None] = None
-    """Messages fetched but not yet settled, at most; ``None`` means 2 * WORKERS."""
+    """Messages fetched but not yet settled, at most. ``None``: a window that follows the
+    handler's pace, from 2 * WORKERS up to 1000 holding about 50 ms of work, so a fast
+    handler reads big batches and a slow one hoards nothing its neighbours could run."""
     MAX_DELIVERIES: ClassVar[int] = 10
     """After this many failed deliveries a message is dead-lettered."""
     RETRY_BACKOFF_MS: ClassVar[int] = 1_000
