@@ -30,6 +30,8 @@ STREAM = "bench"
 GROUP = "bench"
 PAYLOAD = b"x" * 100
 RESULTS = Path(__file__).parent / "results"
+MAX_IN_FLIGHT = 0
+"""The workers' MAX_IN_FLIGHT; 0 leaves the handler's default (``--max-in-flight``)."""
 ROOT = Path(__file__).parent.parent
 
 
@@ -59,6 +61,8 @@ def _drained(client: redis.Redis, n: int) -> bool:
 def _env(url: str, report: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
     env.update(BENCH_URL=url, BENCH_STREAM=STREAM, BENCH_REPORT=report, **extra)
+    if MAX_IN_FLIGHT:
+        env["BENCH_MAX_IN_FLIGHT"] = str(MAX_IN_FLIGHT)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -409,7 +413,10 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=200.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--only", nargs="*", help="run only these parts (consume, publish, ...)")
+    parser.add_argument("--max-in-flight", type=int, default=0, help="set on the handler")
     args = parser.parse_args()
+    global MAX_IN_FLIGHT
+    MAX_IN_FLIGHT = args.max_in_flight
     parts = set(args.only or ["consume", "publish", "latency", "scaling", "memory", "backlog"])
     results: dict[str, Any] = {}
     with redis_url() as (url, version):
@@ -420,6 +427,7 @@ def main() -> None:
             "latency_rate": args.latency_rate,
             "latency_seconds": args.latency_seconds,
             "payload_bytes": len(PAYLOAD),
+            "max_in_flight": MAX_IN_FLIGHT or "default",
         }
         if "consume" in parts:
             _say(f"consume: {args.n:,} no-op messages, Pulses worker vs raw loop")

@@ -2,6 +2,7 @@
 
 Configured by environment, since the CLI imports it in every worker process:
 ``BENCH_URL``, ``BENCH_STREAM``, ``BENCH_TIMEOUT`` (seconds; unset: no TIMEOUT),
+``BENCH_MAX_IN_FLIGHT`` (unset: the default),
 ``BENCH_LATENCY=1`` (record publish→handle-start latencies from the payload's
 timestamp) and ``BENCH_REPORT`` (a directory where each process writes ``<pid>.json``
 when it stops). The handler does nothing; the consumer is the real ``RedisConsumer``,
@@ -108,6 +109,9 @@ class NoOp(Handler[RedisBroker]):
     STREAMS: ClassVar[tuple[str, ...]] = (os.environ.get("BENCH_STREAM", "bench"),)
     TIMEOUT: ClassVar[float | None] = (
         float(os.environ["BENCH_TIMEOUT"]) if os.environ.get("BENCH_TIMEOUT") else None
+    )
+    MAX_IN_FLIGHT: ClassVar[int | None] = (
+        int(os.environ["BENCH_MAX_IN_FLIGHT"]) if os.environ.get("BENCH_MAX_IN_FLIGHT") else None
     )
 
     async def handle(self, ctx: Context[RedisBroker], msg: Envelope) -> Outcome:
