@@ -185,7 +185,8 @@ def publish(url: str, payloads: list[bytes], stream: str = STREAM) -> list[str]:
 def read_ledger(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    lines = path.read_bytes().splitlines()
+    # The last line may be half written by a running worker: only whole lines count.
+    lines = path.read_bytes().split(b"\n")[:-1]
     return [json.loads(line) for line in lines if line]
 
 

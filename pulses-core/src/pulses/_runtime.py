@@ -52,17 +52,51 @@ class RuntimeConfig:
     shutdown_timeout: float
 
 
+class _Outage:
+    """Broker trouble seen by any loop of one handler. While calls fail, the owners'
+    lease renewals fail too: reclaim then spares what went idle during the outage, until
+    the owners have had a claim_idle to renew, instead of stealing from live workers."""
+
+    __slots__ = ("margin_ms", "since", "spare", "until", "window")
+
+    def __init__(self, margin_ms: int, window_s: float) -> None:
+        self.margin_ms = margin_ms
+        self.window = window_s
+        self.since: float | None = None
+        self.spare = 0
+        self.until = 0.0
+
+    def failed(self) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            now = time.monotonic()
+            self.spare = int((now - self.since) * 1000) + self.margin_ms
+            self.until, self.since = now + self.window, None
+
+    def spare_ms(self) -> int:
+        now = time.monotonic()
+        if self.since is not None:
+            return int((now - self.since) * 1000) + self.margin_ms
+        return self.spare if now < self.until else 0
+
+
 class _Streak:
     """Backoff for a loop whose broker calls fail: jittered, capped, logged once per streak."""
 
-    __slots__ = ("failures", "what")
+    __slots__ = ("failures", "outage", "what")
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, outage: _Outage | None = None) -> None:
         self.what = what
         self.failures = 0
+        self.outage = outage
 
     def failed(self, exc: BaseException) -> float:
         self.failures += 1
+        if self.outage is not None:
+            self.outage.failed()
         if self.failures == 1:
             logger.warning(
                 "%s failed, retrying with backoff: %s: %s", self.what, type(exc).__name__, exc
@@ -73,6 +107,8 @@ class _Streak:
 
     def succeeded(self) -> None:
         if self.failures:
+            if self.outage is not None:
+                self.outage.recovered()
             logger.warning("%s recovered after %d failed attempts", self.what, self.failures)
             self.failures = 0
 
@@ -135,6 +171,7 @@ class _HandlerRun:
         """Slots a fetch under way may fill (it asked for that many)."""
         self.reclaim_due = False
         """A reclaim waits for free slots; the fetcher leaves them to it."""
+        self.outage = _Outage(config.lease_interval_ms, config.claim_idle_ms / 1000)
         self.stopping = False
         self.settle_closed = False
 
@@ -181,7 +218,7 @@ class _HandlerRun:
             self.has_work.set()
 
     async def fetch_loop(self) -> None:
-        streak = _Streak(f"fetch for handler {self.handler.name}")
+        streak = _Streak(f"fetch for handler {self.handler.name}", self.outage)
         token, queue, clock = self.app_token, self.queue, time.monotonic
         self.rate_at = clock()
         while not token.cancelled:
@@ -216,7 +253,7 @@ class _HandlerRun:
                 await asyncio.sleep(0)
 
     async def reclaim_loop(self) -> None:
-        streak = _Streak(f"reclaim for handler {self.handler.name}")
+        streak = _Streak(f"reclaim for handler {self.handler.name}", self.outage)
         interval = self.config.reclaim_interval_ms / 1000
         token = self.app_token
         more = False
@@ -262,7 +299,8 @@ class _HandlerRun:
                     break
                 self.has_space.clear()
                 await self.has_space.wait()
-            return await self.consumer.reclaim(self.config.claim_idle_ms, free), free
+            min_idle = self.config.claim_idle_ms + self.outage.spare_ms()
+            return await self.consumer.reclaim(min_idle, free), free
         finally:
             self.reclaim_due = False
             self.has_space.set()
@@ -348,7 +386,7 @@ class _HandlerRun:
     # -- settling -----------------------------------------------------------------
 
     async def settle_loop(self) -> None:
-        streak = _Streak(f"settle for handler {self.handler.name}")
+        streak = _Streak(f"settle for handler {self.handler.name}", self.outage)
         while True:
             if not self.to_settle:
                 if self.settle_closed:
@@ -390,7 +428,7 @@ class _HandlerRun:
     # -- leases and deadlines ----------------------------------------------------
 
     async def lease_loop(self) -> None:
-        streak = _Streak(f"lease extension for handler {self.handler.name}")
+        streak = _Streak(f"lease extension for handler {self.handler.name}", self.outage)
         lease_s = self.config.lease_interval_ms / 1000
         tick = min(lease_s, self.timeout / 4) if self.timeout else lease_s
         next_extend = time.monotonic() + lease_s
