@@ -1,4 +1,4 @@
-"""Sessions: tests (every installed CPython 3.11-3.13), lint, typecheck."""
+"""Sessions: tests (every installed CPython 3.11-3.13), lint, typecheck, faults; bench."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 PACKAGES = ["-e", "./pulses-core", "-e", "./pulses-memory", "-e", "./pulses-redis"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "faults"]
 # "Every CPython that is installed": a machine without 3.12 still runs the others.
 nox.options.error_on_missing_interpreters = False
 nox.options.reuse_venv = "yes"
@@ -55,7 +55,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the three packages and the typing tests."""
+    """mypy --strict over the three packages, the typing tests and the benchmark."""
     _install(session, "typecheck")
     session.run(
         "mypy",
@@ -63,6 +63,7 @@ def typecheck(session: nox.Session) -> None:
         "pulses-memory/src",
         "pulses-redis/src",
         "tests/typing",
+        "bench",
     )
 
 
