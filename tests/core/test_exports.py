@@ -21,3 +21,20 @@ def test_every_public_name_exists():
     for module in (pulses, pulses.testing):
         for name in module.__all__:
             assert getattr(module, name) is not None, name
+
+
+def test_broker_and_testing_names_are_pinned():
+    import pulses.testing.conformance
+    import pulses_memory
+    import pulses_redis
+
+    assert sorted(pulses.testing.__all__) == ["BrokerHarness", "run_until_drained"]
+    assert sorted(pulses.testing.conformance.__all__) == ["BrokerConformance", "BrokerHarness"]
+    assert sorted(pulses_memory.__all__) == [
+        "Clock", "ManualClock", "MemoryBroker", "MemoryConsumer", "MemorySubscription",
+        "SystemClock",
+    ]  # fmt: skip
+    assert sorted(pulses_redis.__all__) == ["RedisBroker", "RedisConsumer", "RedisSubscription"]
+    for module in (pulses.testing.conformance, pulses_memory, pulses_redis):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
