@@ -20,15 +20,20 @@ nox.options.reuse_venv = "yes"
 
 
 def _expose_pyenv_versions() -> None:
-    """pyenv's python3.X shims answer only for the selected versions: select all ours."""
-    if "PYENV_VERSION" in os.environ or shutil.which("pyenv") is None:
+    """pyenv's python3.X shims answer only for the selected versions: add all of ours.
+
+    A Python started through a pyenv shim runs with PYENV_VERSION set to that one
+    version, so the selection is extended rather than left alone when it is set.
+    """
+    if shutil.which("pyenv") is None:
         return
     listed = subprocess.run(
         ["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False
     ).stdout.split()
-    wanted = [v for v in listed if re.fullmatch(r"3\.1[123]\.\d+", v)]
+    wanted = sorted((v for v in listed if re.fullmatch(r"3\.1[123]\.\d+", v)), reverse=True)
+    selected = [v for v in os.environ.get("PYENV_VERSION", "").split(":") if v]
     if wanted:
-        os.environ["PYENV_VERSION"] = ":".join(sorted(wanted, reverse=True))
+        os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys([*selected, *wanted]))
 
 
 _expose_pyenv_versions()
