@@ -256,3 +256,22 @@ async def test_trim_dry_run_then_trim_removes_only_what_every_group_acked(
     done = pulses(spawn, "trim", redis_url, stream)
     assert "removed 3 acknowledged entries" in done.stdout
     assert (await broker.stats(stream)).length == 1
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by init, not by us)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_children_of_a_killed_supervisor_drain_and_stop_by_themselves(start_worker):
+    supervisor = start_worker("-w", "2")
+    wait_until(lambda: len(children_of(supervisor.pid)) == 2, what="two children")
+    children = children_of(supervisor.pid)
+    read_stderr_until(supervisor, *(f"-{pid}-" for pid in children))  # both started
+    supervisor.kill()  # SIGKILL: no signal is forwarded
+    supervisor.wait(5)
+    wait_until(lambda: not any(running(pid) for pid in children), what="orphans to stop")

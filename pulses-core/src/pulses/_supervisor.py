@@ -9,6 +9,7 @@ spin; a child that exits 0 by itself (``--burst``) is done.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,9 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-__all__ = ["supervise"]
+__all__ = ["SUPERVISOR_ENV", "supervise"]
+
+SUPERVISOR_ENV = "PULSES_SUPERVISOR_PID"
 
 logger = logging.getLogger("pulses.worker")
 
@@ -26,6 +29,8 @@ _MAX_PAUSE = 30.0
 def supervise(child_args: Sequence[str], processes: int) -> int:
     """Run ``python -m pulses <child_args>`` ``processes`` times; return the exit code."""
     command = [sys.executable, "-m", "pulses", *child_args]
+    # Children watch for this pid to vanish: a SIGKILLed supervisor cannot forward signals.
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
     children: list[subprocess.Popen[bytes] | None] = [None] * processes
     restarts_at = [0.0] * processes
     started_at = [0.0] * processes
@@ -41,7 +46,7 @@ def supervise(child_args: Sequence[str], processes: int) -> int:
     def start(slot: int) -> subprocess.Popen[bytes]:
         # Its own process group: a Ctrl+C in the terminal reaches only the supervisor, which
         # forwards it once; otherwise each child would see it twice and force its stop.
-        child = subprocess.Popen(command, process_group=0)  # noqa: S603  (our own interpreter)
+        child = subprocess.Popen(command, process_group=0, env=env)  # noqa: S603  (our own interpreter)
         children[slot] = child
         started_at[slot] = time.monotonic()
         return child

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from pulses._app import App
 from pulses._cancel import CancellationToken
 from pulses._drain import run_until_drained
 from pulses._stats import RunStats
+from pulses._supervisor import SUPERVISOR_ENV
 
 __all__ = ["EXIT_FORCED", "check", "serve"]
 
@@ -43,15 +46,30 @@ async def serve(app: App[Any], *, burst: bool) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    watch = (
+        asyncio.create_task(_watch_supervisor(int(supervisor), on_signal)) if supervisor else None
+    )
     try:
         await run
     except asyncio.CancelledError:
         return EXIT_FORCED
     finally:
+        if watch is not None:
+            watch.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await app.broker.aclose()
     return 0
+
+
+async def _watch_supervisor(supervisor: int, on_signal: Callable[[signal.Signals], None]) -> None:
+    """Drain, as on SIGTERM, once the supervisor is gone (this process was re-parented):
+    a SIGKILLed supervisor can forward no signal, and its children must not run on."""
+    while os.getppid() == supervisor:  # noqa: ASYNC110  (no event exists for a parent's death)
+        await asyncio.sleep(1.0)
+    logger.warning("the supervisor (pid %d) is gone", supervisor)
+    on_signal(signal.SIGTERM)
 
 
 async def check(app: App[Any]) -> list[str]:
