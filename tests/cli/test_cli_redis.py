@@ -192,10 +192,11 @@ async def test_two_processes_share_the_work_and_a_killed_one_is_restarted(
     # The surviving child and the replacement have both started (their consumer names
     # hold their pids).
     read_stderr_until(supervisor, *(f"-{pid}-" for pid in children_of(supervisor.pid)))
-    # Eight slow jobs: one process holds at most MAX_IN_FLIGHT (4), so both must work.
-    await broker.publish_many(stream, [b"sleep:0.3"] * 8)
+    # Slow jobs: one process holds at most MAX_IN_FLIGHT (4) and alone would need 3 s,
+    # longer than the other takes to reach its first fetch even on a busy machine.
+    await broker.publish_many(stream, [b"sleep:0.5"] * 12)
     await eventually(lambda: consumer_count(broker, stream), at_least=2)
-    wait_until(lambda: ledger(app_dir).count("sleep:0.3") == 8, what="all 8 jobs")
+    wait_until(lambda: ledger(app_dir).count("sleep:0.5") == 12, what="all 12 jobs")
     supervisor.send_signal(signal.SIGTERM)
     _, stderr = supervisor.communicate(timeout=20)
     assert supervisor.returncode == 0, stderr

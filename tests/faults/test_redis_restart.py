@@ -89,6 +89,11 @@ def test_redis_killed_and_shut_down_mid_run(
             )
             outages.append(outage(aof_redis, w, how, rng.uniform(0.8, 2.0)))
             client = aof_redis.client()
+        # Work that outlasts any worker's reconnect backoff (at most 5 s): one process
+        # alone needs 12 s for it, so each one that carried on takes part.
+        probes = [f"p{i}" for i in range(100)]
+        publish(aof_redis.url, [payload(p, "ok", "0.5") for p in probes])
+        everything += probes
 
         drain = wait_drained(client, w.ledger, everything, 60)
         figures = tally(client, w.ledger, everything)
