@@ -60,7 +60,7 @@ def test_foreign_entries_and_payload_sizes(
                 fields = FOREIGN[(i // 4) % len(FOREIGN)]
                 items = fields.items() if isinstance(fields, dict) else fields
                 flat: list[bytes] = [x for pair in items for x in pair]
-                pipe.execute_command("XADD", "jobs", "*", *flat)  # type: ignore[no-untyped-call]
+                pipe.execute_command("XADD", "jobs", "*", *flat)  # type: ignore[no-untyped-call]  # untyped in redis-py
             else:
                 pipe.xadd("jobs", {"payload": f"p{i}|ok|".encode()})
         ids = [i.decode() for i in pipe.execute()]

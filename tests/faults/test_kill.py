@@ -36,7 +36,7 @@ def consumer_pending(client: object, pid: int) -> int:
     total = 0
     for key in (STREAM, "{" + STREAM + "}:retry:" + GROUP):
         try:
-            infos = client.xinfo_consumers(key, GROUP)  # type: ignore[attr-defined]
+            infos = client.xinfo_consumers(key, GROUP)  # type: ignore[attr-defined]  # the sync client types lack it
         except Exception:
             continue
         for info in infos:

@@ -66,7 +66,7 @@ def test_retry_longer_than_claim_idle_and_long_handler(
 
 
 def pending_owner(client: object, entry_id: bytes) -> str | None:
-    rows = client.xpending_range("jobs", "g", entry_id, entry_id, 1)  # type: ignore[attr-defined]
+    rows = client.xpending_range("jobs", "g", entry_id, entry_id, 1)  # type: ignore[attr-defined]  # the sync client types lack it
     return rows[0]["consumer"].decode() if rows else None
 
 

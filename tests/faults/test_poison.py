@@ -47,7 +47,7 @@ def steady(aof_redis: AofRedis, ids: list[str], rate: float) -> threading.Thread
 def latencies(records: list[dict[str, object]], ids: list[str]) -> list[float]:
     wanted = set(ids)
     return sorted(
-        float(r["lat"])  # type: ignore[arg-type]
+        float(r["lat"])  # type: ignore[arg-type]  # ledger rows are JSON of mixed types
         for r in records
         if r["ev"] == "E" and r["id"] in wanted and "lat" in r
     )

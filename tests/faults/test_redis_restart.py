@@ -83,7 +83,7 @@ def test_redis_killed_and_shut_down_mid_run(
         outages = []
         for how, fraction in (("kill", 0.25), ("shutdown", 0.55)):
             wait_for(
-                lambda f=fraction: handled_count(w) >= f * len(everything),  # type: ignore[misc]
+                lambda f=fraction: handled_count(w) >= f * len(everything),  # type: ignore[misc]  # the default binds the loop variable
                 60,
                 f"{fraction:.0%} handled",
             )

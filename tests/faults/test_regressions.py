@@ -100,7 +100,7 @@ async def test_a_resumed_consumer_does_not_take_back_what_was_reclaimed(redis_ur
         await frozen.ensure()
         (env,) = await frozen.fetch(1, 0)
         async with asyncio.timeout(5):
-            while not (taken := (await other.reclaim(1, 1)).envelopes):  # noqa: ASYNC110
+            while not (taken := (await other.reclaim(1, 1)).envelopes):  # noqa: ASYNC110  (Redis has no event for an entry going idle)
                 await asyncio.sleep(0.005)  # Redis has no event for "1 ms idle"
         assert [e.deliveries for e in taken] == [2]
         await frozen.extend([env])

@@ -422,7 +422,7 @@ def failed_call(message: str) -> str | None:
 async def command(client: Redis, *args: Arg) -> Any:
     """One raw command; its reply as the server sent it (no redis-py callback applies)."""
     # redis-py leaves execute_command untyped
-    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves execute_command untyped
 
 
 async def _load(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> None:
