@@ -22,7 +22,7 @@ from pulses import (
 )
 from pulses.testing import run_until_drained
 from pulses_redis import RedisBroker
-from pulses_redis._scripts import command
+from redis_helpers import raw
 
 pytestmark = pytest.mark.redis
 
@@ -107,7 +107,7 @@ async def test_a_wrongtype_key_stalls_only_its_handler_and_names_the_key(
     broker: RedisBroker, name: str, running: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     bad, good = f"{name}:bad", f"{name}:good"
-    await command(broker._conn.client, "SET", bad, "not a stream")
+    await raw(broker, "SET", bad, "not a stream")
     stuck, healthy = collector(bad, "Stuck"), collector(good, "Healthy")
     with caplog.at_level(logging.WARNING, "pulses.runtime"):
         await running(stuck, healthy)
@@ -126,7 +126,7 @@ async def test_a_group_deleted_under_a_running_worker_is_recreated(
     await running(handler)
     await broker.publish(stream, b"before")
     await wait_seen(handler, 1)
-    await command(broker._conn.client, "XGROUP", "DESTROY", stream, "g")
+    await raw(broker, "XGROUP", "DESTROY", stream, "g")
     await broker.publish(stream, b"after")
     await wait_seen(handler, 2)
     # Recreated from the start of the stream: "before" may come again (at least once).
@@ -142,7 +142,7 @@ async def test_a_flushed_script_cache_under_a_running_worker_costs_nothing(
     await running(handler)
     await broker.publish(stream, b"1")
     await wait_seen(handler, 1)
-    await command(broker._conn.client, "SCRIPT", "FLUSH")
+    await raw(broker, "SCRIPT", "FLUSH")
     await broker.publish_many(stream, [b"2", b"3"])
     await wait_seen(handler, 3)
     await eventually_settled(broker, stream)

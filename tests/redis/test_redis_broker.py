@@ -15,24 +15,11 @@ import pytest
 import pulses
 import pulses_redis
 from pulses import Ack, BrokerError, ConnectionLost, DeadLetter, Drop, InvalidURL, Retry
-from pulses_redis import RedisBroker, RedisConsumer
+from pulses_redis import RedisBroker
 from pulses_redis._connection import client_from_url
-from pulses_redis._scripts import command
+from redis_helpers import fetch_n, raw
 
 pytestmark = pytest.mark.redis
-
-
-async def raw(broker: RedisBroker, *args: Any) -> Any:
-    return await command(broker._conn.client, *args)
-
-
-async def fetch_all(consumer: RedisConsumer, n: int, max_count: int = 100) -> list[Any]:
-    got: list[Any] = []
-    deadline = asyncio.get_running_loop().time() + 5
-    while len(got) < n:
-        assert asyncio.get_running_loop().time() < deadline, f"got {len(got)} of {n}"
-        got += await consumer.fetch(max_count, 100)
-    return got
 
 
 async def test_a_wrongtype_key_at_a_streams_name_names_the_key_and_its_type(
@@ -61,7 +48,7 @@ async def test_a_group_deleted_under_a_running_consumer_is_recreated_from_the_st
     await raw(broker, "XGROUP", "DESTROY", stream, "g")
     await broker.publish(stream, b"after")
     # From 0: what the lost group had read comes again (at least once), then the new one.
-    got = await fetch_all(consumer, 2)
+    got = await fetch_n(consumer, 2)
     assert [e.payload for e in got] == [b"before", b"after"]
 
 
@@ -72,10 +59,10 @@ async def test_settling_works_after_the_script_cache_is_flushed(
     consumer = broker.consumer(broker.subscription("g"), [stream], handler="H")
     await consumer.ensure()
     await broker.publish_many(stream, [b"a", b"b", b"c", b"d"])
-    a, b, c, d = await fetch_all(consumer, 4)
+    a, b, c, d = await fetch_n(consumer, 4)
     await raw(broker, "SCRIPT", "FLUSH")
     await consumer.settle([(a, Ack()), (b, Retry(0)), (c, DeadLetter("no")), (d, Drop())])
-    [again] = await fetch_all(consumer, 1)
+    [again] = await fetch_n(consumer, 1)
     assert (again.payload, again.deliveries) == (b"b", 2)
     stats = (await broker.stats(stream)).groups[0]
     assert (stats.acked, stats.dropped, stats.dead_lettered, stats.pending) == (1, 1, 1, 1)
@@ -90,7 +77,7 @@ async def test_trim_with_two_groups_at_different_positions_keeps_everything_unac
     await ahead.ensure()
     await behind.ensure()
     await broker.publish_many(stream, [str(i).encode() for i in range(10)])
-    await ahead.settle([(e, Ack()) for e in await fetch_all(ahead, 10)])
+    await ahead.settle([(e, Ack()) for e in await fetch_n(ahead, 10)])
     read = await behind.fetch(5, 100)
     await behind.settle([(e, Ack()) for e in read[:3]])  # 3, 4 stay pending; 5-9 unread
 
@@ -100,7 +87,7 @@ async def test_trim_with_two_groups_at_different_positions_keeps_everything_unac
     assert await broker.trim(stream) == 0
 
     await behind.settle([(e, Ack()) for e in read[3:]])
-    rest = await fetch_all(behind, 5)
+    rest = await fetch_n(behind, 5)
     assert [e.payload for e in rest] == [str(i).encode() for i in range(5, 10)]
     assert (await broker.stats(stream)).length == 7
 
@@ -168,7 +155,7 @@ async def test_an_acl_user_limited_to_the_documented_commands_can_do_everything(
         await c1.ensure()
         await limited.publish_many(stream, [b"a", b"b", b"c", b"d"], headers={"k": "v"})
         await limited.publish(stream, b"later", delay_ms=1)
-        got = await fetch_all(c1, 5)
+        got = await fetch_n(c1, 5)
         await c1.extend(got)
         await c1.release(got[4:])
         reclaimed = await c2.reclaim(60_000, 10)  # only the released one is that idle
@@ -177,7 +164,7 @@ async def test_an_acl_user_limited_to_the_documented_commands_can_do_everything(
             [(got[0], Ack()), (got[1], Retry(1)), (got[2], DeadLetter("x")), (got[3], Drop())]
         )
         await c2.settle([(reclaimed.envelopes[0], Ack())])
-        [retried] = await fetch_all(c1, 1)
+        [retried] = await fetch_n(c1, 1)
         await c1.settle([(retried, Ack())])
         stats = await limited.stats(stream)
         assert (stats.groups[0].acked, stats.dead_letters) == (3, 1)
@@ -207,12 +194,12 @@ async def test_foreign_entries_of_any_shape_are_delivered_raw_without_breaking_t
     ]
     for fields in shapes:
         await raw(broker, "XADD", stream, "*", *fields)
-    got = await fetch_all(consumer, len(shapes))
+    got = await fetch_n(consumer, len(shapes))
     assert [list(e.raw) for e in got] == [list(s) for s in shapes]
     assert [e.payload for e in got] == [b"ok-1", b"", b"", b"p", b"ok-2"]
     assert all(e.deliveries == 1 and e.headers == {} for e in got)
     await consumer.settle([(e, Retry(0)) for e in got])
-    again = await fetch_all(consumer, len(shapes))
+    again = await fetch_n(consumer, len(shapes))
     assert [e.deliveries for e in again] == [2] * len(shapes)
 
 
@@ -224,7 +211,7 @@ async def test_restart_recovery_returns_own_pending_once_with_exact_counts(
     first = broker.consumer(sub, [stream], handler="H")
     await first.ensure()
     await broker.publish_many(stream, [str(i).encode() for i in range(100)])
-    held = await fetch_all(first, 100)
+    held = await fetch_n(first, 100)
     # One poison message was already delivered five times before.
     await raw(broker, "XCLAIM", stream, "g", "worker-1", 0, held[7].id, "RETRYCOUNT", 5)
 
@@ -248,10 +235,10 @@ async def test_a_reconnect_does_not_dispatch_again_what_the_consumer_still_holds
     consumer = broker.consumer(broker.subscription("g", consumer="w"), [stream], handler="H")
     await consumer.ensure()
     await broker.publish_many(stream, [b"a", b"b"])
-    assert len(await fetch_all(consumer, 2)) == 2
+    assert len(await fetch_n(consumer, 2)) == 2
     await raw(broker, "CLIENT", "KILL", "TYPE", "normal")
     await broker.publish(stream, b"c")
-    got = await fetch_all(consumer, 1)
+    got = await fetch_n(consumer, 1)
     assert [e.payload for e in got] == [b"c"]
     assert await consumer.fetch(10, 50) == []
 
@@ -264,7 +251,7 @@ async def test_fetch_over_many_streams_and_retry_streams_never_exceeds_max_count
     await consumer.ensure()
     for stream in streams:
         await broker.publish_many(stream, [b"x"] * 20)
-    first = await fetch_all(consumer, 6, max_count=6)
+    first = await fetch_n(consumer, 6)
     assert len(first) == 6
     await consumer.settle([(e, Retry(0)) for e in first])
     seen: set[str] = set()
@@ -287,14 +274,14 @@ async def test_a_redis_restart_costs_a_pause_not_the_consumer(name: str) -> None
         consumer = broker.consumer(broker.subscription("g"), [stream], handler="H")
         await consumer.ensure()
         await broker.publish(stream, b"before")
-        assert len(await fetch_all(consumer, 1)) == 1
+        assert len(await fetch_n(consumer, 1)) == 1
         server.restart()  # without persistence: stream, group and scripts are gone
 
         async def eventually() -> Any:
             for _ in range(50):
                 try:
                     await broker.publish(stream, b"after")
-                    return await fetch_all(consumer, 1)
+                    return await fetch_n(consumer, 1)
                 except ConnectionLost:
                     await asyncio.sleep(0.1)
             raise AssertionError("the broker did not recover after the restart")
@@ -302,7 +289,7 @@ async def test_a_redis_restart_costs_a_pause_not_the_consumer(name: str) -> None
         got = await eventually()
         assert [e.payload for e in got] == [b"after"]
         await consumer.settle([(got[0], Retry(0))])
-        assert [e.deliveries for e in await fetch_all(consumer, 1)] == [2]
+        assert [e.deliveries for e in await fetch_n(consumer, 1)] == [2]
         await broker.aclose()
     finally:
         servers.close()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from pulses import DeadLetter, Envelope, Outcome, PulsesError, Retry, SettleError
 from pulses_redis import RedisBroker, RedisConsumer
 from pulses_redis._keys import StreamKeys
-from pulses_redis._scripts import command
+from redis_helpers import fetch_n, raw
 
 pytestmark = pytest.mark.redis
 
@@ -18,19 +17,6 @@ BIG = [b"payload", b"big"] + [
     f"f{i}".encode() if j == 0 else b"v" for i in range(4999) for j in (0, 1)
 ]
 """A foreign producer's entry of 5,000 field pairs."""
-
-
-async def raw(broker: RedisBroker, *args: Any) -> Any:
-    return await command(broker._conn.client, *args)
-
-
-async def fetch_n(consumer: RedisConsumer, n: int, max_count: int = 100) -> list[Envelope]:
-    got: list[Envelope] = []
-    deadline = asyncio.get_running_loop().time() + 5
-    while len(got) < n:
-        assert asyncio.get_running_loop().time() < deadline, f"got {len(got)} of {n}"
-        got += await consumer.fetch(max_count - len(got), 100)
-    return got
 
 
 async def big_message(broker: RedisBroker, stream: str) -> tuple[RedisConsumer, Envelope]:
