@@ -21,6 +21,8 @@ from pulses_redis import RedisBroker
 
 pytestmark = pytest.mark.redis
 
+Spawn = Callable[..., subprocess.Popen[str]]  # the spawn fixture of tests/cli/conftest.py
+
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
@@ -72,7 +74,7 @@ class Done:
 
 
 def pulses(
-    spawn, *args: str, env: dict[str, str] | None = None, stdin: str = "", code: int = 0
+    spawn: Spawn, *args: str, env: dict[str, str] | None = None, stdin: str = "", code: int = 0
 ) -> Done:
     """Run one pulses command to its end and check its exit code."""
     proc = spawn(*args, env=env, stdin=subprocess.PIPE)
@@ -82,7 +84,7 @@ def pulses(
 
 
 @pytest.fixture
-def start_worker(spawn, redis_url: str, stream: str) -> Callable[..., subprocess.Popen[str]]:
+def start_worker(spawn: Spawn, redis_url: str, stream: str) -> Spawn:
     def start(*args: str, url: str = redis_url) -> subprocess.Popen[str]:
         return spawn("worker", "jobs:app", "--url", url, *args, env={"STREAM": stream})
 
@@ -95,8 +97,8 @@ async def pending(broker: RedisBroker, stream: str) -> int:
 
 
 async def test_sigterm_drains_a_running_handler_and_exits_0(
-    app_dir, stream, broker, start_worker, redis_url
-):
+    app_dir: Path, stream: str, broker: RedisBroker, start_worker: Spawn, redis_url: str
+) -> None:
     await broker.publish_many(stream, [b"a", b"b", b"sleep:0.5"])
     worker = start_worker()
     wait_until(lambda: "started sleep:0.5" in ledger(app_dir), what="the slow job to start")
@@ -110,8 +112,8 @@ async def test_sigterm_drains_a_running_handler_and_exits_0(
 
 
 async def test_a_second_signal_forces_the_stop_and_acknowledges_nothing_unfinished(
-    app_dir, stream, broker, start_worker, redis_url
-):
+    app_dir: Path, stream: str, broker: RedisBroker, start_worker: Spawn, redis_url: str
+) -> None:
     await broker.publish(stream, b"sleep:30")
     worker = start_worker()
     wait_until(lambda: "started sleep:30" in ledger(app_dir), what="the job to start")
@@ -127,8 +129,8 @@ async def test_a_second_signal_forces_the_stop_and_acknowledges_nothing_unfinish
 
 
 async def test_burst_drains_the_stream_then_exits_0(
-    app_dir, stream, broker, start_worker, redis_url
-):
+    app_dir: Path, stream: str, broker: RedisBroker, start_worker: Spawn, redis_url: str
+) -> None:
     await broker.publish_many(stream, [str(i).encode() for i in range(25)] + [b"dead:x"])
     worker = start_worker("--burst")
     _, stderr = worker.communicate(timeout=30)
@@ -137,7 +139,7 @@ async def test_burst_drains_the_stream_then_exits_0(
     assert f"Record[{stream}]x2" in stderr
 
 
-async def test_check_tells_a_live_broker_from_a_dead_one(start_worker):
+async def test_check_tells_a_live_broker_from_a_dead_one(start_worker: Spawn) -> None:
     live = start_worker("--check")
     out, err = live.communicate(timeout=15)
     assert live.returncode == 0, err
@@ -176,8 +178,8 @@ def children_of(pid: int) -> set[int]:
 
 
 async def test_two_processes_share_the_work_and_a_killed_one_is_restarted(
-    app_dir, stream, broker, start_worker, redis_url
-):
+    app_dir: Path, stream: str, broker: RedisBroker, start_worker: Spawn, redis_url: str
+) -> None:
     supervisor = start_worker("-w", "2")
     wait_until(lambda: len(children_of(supervisor.pid)) == 2, what="two children")
     first = children_of(supervisor.pid)
@@ -204,8 +206,8 @@ async def test_two_processes_share_the_work_and_a_killed_one_is_restarted(
 
 
 async def test_info_and_dlq_show_replay_and_purge_dead_letters(
-    stream, broker, start_worker, redis_url, spawn
-):
+    stream: str, broker: RedisBroker, start_worker: Spawn, redis_url: str, spawn: Spawn
+) -> None:
     await broker.publish_many(stream, [b"ok", b"dead:1", b"dead:2"])
     worker = start_worker("--burst")
     assert worker.wait(30) == 0
@@ -245,8 +247,8 @@ async def test_info_and_dlq_show_replay_and_purge_dead_letters(
 
 
 async def test_trim_dry_run_then_trim_removes_only_what_every_group_acked(
-    stream, broker, start_worker, redis_url, spawn
-):
+    stream: str, broker: RedisBroker, start_worker: Spawn, redis_url: str, spawn: Spawn
+) -> None:
     await broker.publish_many(stream, [b"1", b"2", b"3"])
     worker = start_worker("--burst")
     assert worker.wait(30) == 0
@@ -268,7 +270,7 @@ def running(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def test_children_of_a_killed_supervisor_drain_and_stop_by_themselves(start_worker):
+def test_children_of_a_killed_supervisor_drain_and_stop_by_themselves(start_worker: Spawn) -> None:
     supervisor = start_worker("-w", "2")
     wait_until(lambda: len(children_of(supervisor.pid)) == 2, what="two children")
     children = children_of(supervisor.pid)

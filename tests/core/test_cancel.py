@@ -3,7 +3,7 @@ import asyncio
 from pulses import CancellationToken
 
 
-async def test_wait_returns_when_cancelled_from_another_task():
+async def test_wait_returns_when_cancelled_from_another_task() -> None:
     token = CancellationToken()
     waiter = asyncio.create_task(token.wait())
     await asyncio.sleep(0)
@@ -13,7 +13,7 @@ async def test_wait_returns_when_cancelled_from_another_task():
     assert token.cancelled
 
 
-async def test_children_fire_with_their_parent_but_not_the_other_way():
+async def test_children_fire_with_their_parent_but_not_the_other_way() -> None:
     parent = CancellationToken()
     child = parent.child()
     grandchild = child.child()
@@ -26,7 +26,7 @@ async def test_children_fire_with_their_parent_but_not_the_other_way():
     assert parent.child().cancelled  # a child of a fired token is born fired
 
 
-def test_a_token_made_outside_any_loop_works_in_two_loops():
+def test_a_token_made_outside_any_loop_works_in_two_loops() -> None:
     token = CancellationToken()
 
     async def wait_then(cancel: bool) -> None:

@@ -2,7 +2,7 @@ import pulses
 import pulses.testing
 
 
-def test_public_names_are_pinned():
+def test_public_names_are_pinned() -> None:
     # A change here is a change of the public API: deliberate, and in the changelog.
     assert sorted(pulses.__all__) == [
         "Ack", "App", "Broker", "BrokerClosed", "BrokerError", "BrokerFactory",
@@ -17,13 +17,13 @@ def test_public_names_are_pinned():
     ]  # fmt: skip
 
 
-def test_every_public_name_exists():
+def test_every_public_name_exists() -> None:
     for module in (pulses, pulses.testing):
         for name in module.__all__:
             assert getattr(module, name) is not None, name
 
 
-def test_broker_and_testing_names_are_pinned():
+def test_broker_and_testing_names_are_pinned() -> None:
     import pulses.testing.conformance
     import pulses_memory
     import pulses_redis

@@ -6,7 +6,7 @@ import pytest
 from pulses import Ack, DeadLetter, Drop, Retry
 
 
-def test_outcomes_are_frozen_values():
+def test_outcomes_are_frozen_values() -> None:
     assert Retry(5) == Retry(after_ms=5)
     assert Ack() == Ack()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -34,7 +34,7 @@ def _manager(**plugins: object) -> pluggy.PluginManager:
     return pm
 
 
-async def test_connect_picks_the_factory_registered_for_the_scheme():
+async def test_connect_picks_the_factory_registered_for_the_scheme() -> None:
     made: list[str] = []
     pm = _manager(fake=_plugin("fake", "FAKES", made=made))
     broker = await pulses.connect("fake://host/1", plugins=pm)
@@ -43,7 +43,7 @@ async def test_connect_picks_the_factory_registered_for_the_scheme():
     assert made == ["fake://host/1", "Fakes://x"]
 
 
-async def test_an_unknown_scheme_names_installed_schemes_and_the_package_to_install():
+async def test_an_unknown_scheme_names_installed_schemes_and_the_package_to_install() -> None:
     pm = _manager(fake=_plugin("fake"))
     with pytest.raises(UnknownScheme) as info:
         await pulses.connect("amqp://guest:guest@localhost", plugins=pm)
@@ -54,12 +54,12 @@ async def test_an_unknown_scheme_names_installed_schemes_and_the_package_to_inst
     assert "guest:guest" not in message
 
 
-async def test_a_known_scheme_without_its_plugin_names_the_package():
+async def test_a_known_scheme_without_its_plugin_names_the_package() -> None:
     with pytest.raises(UnknownScheme, match="pip install pulses-redis"):
         await pulses.connect("rediss://localhost", plugins=_manager())
 
 
-async def test_two_plugins_claiming_one_scheme_is_an_error_naming_both():
+async def test_two_plugins_claiming_one_scheme_is_an_error_naming_both() -> None:
     pm = _manager(first=_plugin("dup"), second=_plugin("dup"))
     with pytest.raises(PluginConflict) as info:
         await pulses.connect("dup://x", plugins=pm)
@@ -67,7 +67,7 @@ async def test_two_plugins_claiming_one_scheme_is_an_error_naming_both():
     assert "second" in str(info.value)
 
 
-async def test_a_plugin_registering_garbage_is_named():
+async def test_a_plugin_registering_garbage_is_named() -> None:
     class Bad:
         @hookimpl
         def register_brokers(self, register: pulses.Register) -> None:
@@ -77,7 +77,7 @@ async def test_a_plugin_registering_garbage_is_named():
         await pulses.connect("x://", plugins=_manager(bad=Bad()))
 
 
-def test_a_misspelt_hook_is_caught_when_the_plugin_registers():
+def test_a_misspelt_hook_is_caught_when_the_plugin_registers() -> None:
     class Typo:
         @hookimpl
         def register_broker(self, register: pulses.Register) -> None:
@@ -88,14 +88,14 @@ def test_a_misspelt_hook_is_caught_when_the_plugin_registers():
         pm.check_pending()
 
 
-def test_every_installed_pulses_entry_point_loads_and_implements_the_hook():
+def test_every_installed_pulses_entry_point_loads_and_implements_the_hook() -> None:
     found = {ep.name: ep for ep in entry_points(group="pulses")}
     assert {"memory", "redis"} <= set(found)
     for ep in found.values():
         assert callable(getattr(ep.load(), "register_brokers", None)), ep.value
 
 
-def test_the_default_manager_knows_the_installed_brokers():
+def test_the_default_manager_knows_the_installed_brokers() -> None:
     registry = scheme_registry(pulses.plugin_manager())
     assert {"memory", "redis", "rediss", "unix"} <= set(registry.factories)
     assert registry.owners["memory"] == "memory"

@@ -12,13 +12,15 @@ from pulses import DeadLetter, Retry, RetryPolicy
     extra=st.integers(min_value=0, max_value=10**7),
     seed=st.integers(),
 )
-def test_backoff_is_full_jitter_under_the_exponential_cap(deliveries, base, extra, seed):
+def test_backoff_is_full_jitter_under_the_exponential_cap(
+    deliveries: int, base: int, extra: int, seed: int
+) -> None:
     policy = RetryPolicy(max_deliveries=10**6, backoff_ms=base, backoff_max_ms=base + extra)
     delay = policy.delay_ms(deliveries, random.Random(seed))
     assert 0 <= delay <= min(base + extra, base * 2 ** (deliveries - 1))
 
 
-def test_failures_retry_until_max_deliveries_then_dead_letter_with_the_reason():
+def test_failures_retry_until_max_deliveries_then_dead_letter_with_the_reason() -> None:
     policy = RetryPolicy(max_deliveries=3, backoff_ms=10, backoff_max_ms=100)
     assert isinstance(policy.on_failure(1, "ValueError: boom"), Retry)
     assert isinstance(policy.on_failure(2, "ValueError: boom"), Retry)
@@ -27,7 +29,7 @@ def test_failures_retry_until_max_deliveries_then_dead_letter_with_the_reason():
     assert "ValueError: boom" in last.reason
 
 
-def test_only_a_delivery_beyond_the_limit_is_exhausted():
+def test_only_a_delivery_beyond_the_limit_is_exhausted() -> None:
     policy = RetryPolicy(max_deliveries=3, backoff_ms=0, backoff_max_ms=0)
     assert not policy.exhausted(3)
     assert policy.exhausted(4)
