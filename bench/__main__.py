@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -21,10 +22,10 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from bench._redis import redis_url
 from pulses import Ack, App, CancellationToken, Context, Envelope, Handler, Outcome
 from pulses_memory import MemoryBroker
 from pulses_redis import RedisBroker
+from pulses_redis.testing import redis_url
 
 STREAM = "bench"
 GROUP = "bench"
@@ -322,7 +323,9 @@ async def _memory(n: int) -> dict[str, float]:
 # -- the report ---------------------------------------------------------------------
 
 
-def _machine(redis_version: str) -> dict[str, str]:
+def _machine(url: str) -> dict[str, str]:
+    with redis.Redis.from_url(url) as client:
+        redis_version = str(client.info("server")["redis_version"])
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -414,13 +417,20 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--only", nargs="*", help="run only these parts (consume, publish, ...)")
     parser.add_argument("--max-in-flight", type=int, default=0, help="set on the handler")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="directory for the JSON [bench/results]"
+    )
     args = parser.parse_args()
     global MAX_IN_FLIGHT
     MAX_IN_FLIGHT = args.max_in_flight
     parts = set(args.only or ["consume", "publish", "latency", "scaling", "memory", "backlog"])
     results: dict[str, Any] = {}
-    with redis_url() as (url, version):
-        results["machine"] = _machine(version)
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(redis_url())
+        except FileNotFoundError as missing:
+            raise SystemExit(f"python -m bench: {missing}") from None
+        results["machine"] = _machine(url)
         results["config"] = {
             "n": args.n,
             "rounds": args.rounds,
@@ -451,11 +461,11 @@ def main() -> None:
             results["backlog"] = backlog(url, args.backlog)
     results["command"] = " ".join(["python -m bench", *sys.argv[1:]])
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2)
-    (RESULTS / f"{stamp}.json").write_text(text)
+    (args.results / f"{stamp}.json").write_text(text)
     if parts >= {"consume", "publish", "latency", "scaling", "memory"}:
-        (RESULTS / "latest.json").write_text(text)
+        (args.results / "latest.json").write_text(text)
         machine = ", ".join(f"{k} {v}" for k, v in results["machine"].items())
         print(f"{results['command']}  ({machine})\n")
         print(_table(results))
