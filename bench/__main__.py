@@ -60,7 +60,17 @@ def _drained(client: redis.Redis, n: int) -> bool:
 
 
 def _env(url: str, report: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
+    """The environment of a worker or raw-loop process: its URL given as ``BENCH_URL``.
+
+    ``PULSES_URL`` or ``REDIS_URL`` would make ``pulses worker`` swap the broker that
+    ``bench/app.py`` builds (and that writes the reports) for one of its own, and any
+    other ``PULSES_*`` setting would measure something else than the defaults.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BENCH_", "PULSES_")) and k != "REDIS_URL"
+    }
     env.update(BENCH_URL=url, BENCH_STREAM=STREAM, BENCH_REPORT=report, **extra)
     if MAX_IN_FLIGHT:
         env["BENCH_MAX_IN_FLIGHT"] = str(MAX_IN_FLIGHT)
