@@ -10,7 +10,8 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from pulses import BrokerClosed, InvalidURL, redact_url
+from pulses import BrokerClosed, InvalidURL
+from pulses._urls import redact_secrets, redact_url, url_secrets
 from pulses_redis._errors import ErrorMap
 
 __all__ = ["Connection", "client_from_url"]
@@ -50,7 +51,8 @@ def client_from_url(url: str) -> Redis:
         options = parse_url(url)
     except (ValueError, TypeError) as exc:
         raise InvalidURL(
-            f"cannot parse Redis URL {redact_url(url)!r}: {_scrub(str(exc), url)}"
+            f"cannot parse Redis URL {redact_url(url)!r}: "
+            f"{redact_secrets(str(exc), url_secrets(url))}"
         ) from None
     protocol = options.get("protocol", 2)
     if str(protocol) != "2":
@@ -73,19 +75,6 @@ def client_from_url(url: str) -> Redis:
     return Redis.from_pool(pool)
 
 
-def _scrub(text: str, url: str) -> str:
-    secret = _password(url)
-    return text.replace(secret, "***") if secret else text
-
-
-def _password(url: str) -> str | None:
-    try:
-        password = parse_url(url).get("password")
-    except (ValueError, TypeError):
-        return None
-    return str(password) if password else None
-
-
 class Connection:
     """A client, its error map and whether the broker was closed; shared by consumers."""
 
@@ -104,7 +93,8 @@ class Connection:
         self.client = client
         self.url = redact_url(url)
         password = kwargs.get("password")
-        self.errors = ErrorMap(client, self.url, str(password) if password else None)
+        secrets = [*url_secrets(url), *([str(password)] if password else [])]
+        self.errors = ErrorMap(client, self.url, secrets)
         self.closed = False
 
     def check(self, what: str) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from pulses import BrokerError, ConnectionLost, PulsesError
+from pulses._urls import redact_secrets
 from pulses_redis._scripts import failed_call
 
 __all__ = ["ErrorMap", "is_nogroup"]
@@ -24,12 +25,12 @@ class ErrorMap:
     redis-py (or socket) exception as a :class:`pulses.PulsesError` that names what was
     being done, the stream, group and key involved, and never the password."""
 
-    __slots__ = ("_client", "_secret", "_url")
+    __slots__ = ("_client", "_secrets", "_url")
 
-    def __init__(self, client: Redis, url: str, secret: str | None) -> None:
+    def __init__(self, client: Redis, url: str, secrets: Iterable[str]) -> None:
         self._client = client
         self._url = url
-        self._secret = secret
+        self._secrets = tuple(secrets)
 
     def __call__(
         self,
@@ -43,9 +44,7 @@ class ErrorMap:
         return _Scope(self, action, stream, group, keys)
 
     def scrub(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return text
+        return redact_secrets(text, self._secrets)
 
     async def translate(self, exc: BaseException, scope: _Scope) -> PulsesError:
         where = scope.where()
