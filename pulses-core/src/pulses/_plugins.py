@@ -19,7 +19,8 @@ __all__ = ["SchemeRegistry", "connect", "plugin_manager", "scheme_registry"]
 ENTRY_POINT_GROUP = "pulses"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")  # RFC 3986 §3.1
 
-# Which distribution adds a scheme we know of, for the "pip install ..." hint.
+# The distributions this project ships, for the "pip install ..." hint. Only these are
+# ever suggested: a guessed name such as "pulses-postgres" could be anyone's package.
 _KNOWN_PACKAGES = {
     "memory": "pulses-memory",
     "redis": "pulses-redis",
@@ -52,9 +53,10 @@ class SchemeRegistry:
             return self.factories[scheme]
         except KeyError:
             installed = ", ".join(sorted(self.factories)) or "none"
-            package = _KNOWN_PACKAGES.get(scheme, f"pulses-{scheme}")
+            package = _KNOWN_PACKAGES.get(scheme)
+            hint = f" (pip install {package})" if package else ""
             raise UnknownScheme(
-                f"no broker for {scheme + '://'!r}; installed: {installed} (pip install {package}?)"
+                f"no broker for {scheme + '://'!r}; installed: {installed}{hint}"
             ) from None
 
 
