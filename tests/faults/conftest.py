@@ -3,7 +3,8 @@
 The default run takes the fast cases with one seed. ``PULSES_FAULTS=all`` adds the
 cases marked ``slow``, and ``PULSES_FAULT_SEEDS=1,2,3`` picks the seeds (what
 ``nox -s faults`` sets). Each case writes a JSON record under ``tests/faults/results/``
-(or ``PULSES_FAULT_RESULTS``).
+(git-ignored), or ``PULSES_FAULT_RESULTS``, and nowhere else: docs/faults.md's table
+changes only by ``python tests/faults/summarize.py --write``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,25 @@
-"""Write docs/faults.md's table from the JSON records under tests/faults/results/.
+"""The table of fault figures, from the JSON records that the fault cases write.
 
-``python tests/faults/summarize.py [RESULTS_DIR] [OUTPUT]``; ``nox -s faults`` runs it.
+``python tests/faults/summarize.py [RESULTS_DIR]`` prints it. ``--write`` puts it into
+docs/faults.md between the table markers (``--write OTHER.md``: into that file), which
+is the only way this table changes: a test run never writes tracked files. RESULTS_DIR
+defaults to ``PULSES_FAULT_RESULTS``, else tests/faults/results/ (git-ignored), where the
+cases write. To refresh the published figures::
+
+    nox -s faults && python tests/faults/summarize.py --write
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+DOCS = HERE.parents[1] / "docs" / "faults.md"
 START = "<!-- table:start -->"
 END = "<!-- table:end -->"
 KEYS = [
@@ -60,6 +68,8 @@ def table(results: Path) -> str:
     for path in sorted(results.glob("*.json")):
         record = json.loads(path.read_text())
         by_case[record["case"]].append(record)
+    if not by_case:
+        raise SystemExit(f"no fault records in {results} (run pytest tests/faults first)")
     rows = ["| case | seeds (passed) | figures (per seed) |", "|---|---|---|"]
     for case, records in sorted(by_case.items()):
         records.sort(key=lambda r: r["seed"])
@@ -74,13 +84,35 @@ def table(results: Path) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    results = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
-    output = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "faults.md"
-    text = output.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    output.write_text(f"{head}{START}\n{table(results)}\n{END}{tail}")
+def splice(text: str, new_table: str, where: Path) -> str:
+    """``text`` with what lies between the table markers replaced by ``new_table``."""
+    head, start, rest = text.partition(START)
+    _, end, tail = rest.partition(END)
+    if not (start and end):
+        raise SystemExit(f"{where} has no {START} ... {END} markers to put the table between")
+    return f"{head}{START}\n{new_table}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Print the fault figures' table, or --write it into docs/faults.md."
+    )
+    default_results = Path(os.environ.get("PULSES_FAULT_RESULTS", HERE / "results"))
+    parser.add_argument("results", nargs="?", type=Path, default=default_results)
+    parser.add_argument(
+        "--write",
+        nargs="?",
+        type=Path,
+        const=DOCS,
+        metavar="FILE",
+        help="put the table into FILE (default: docs/faults.md) instead of printing it",
+    )
+    args = parser.parse_args(argv)
+    new_table = table(args.results)
+    if args.write is None:
+        print(new_table)
+        return
+    args.write.write_text(splice(args.write.read_text(), new_table, args.write))
 
 
 if __name__ == "__main__":
