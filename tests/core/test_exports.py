@@ -13,7 +13,7 @@ def test_public_names_are_pinned() -> None:
         "RetryPolicy", "RunStats", "SettleError", "StreamAdmin", "StreamStats", "Subscription",
         "UnknownScheme", "Unsupported", "check_publish", "connect", "decode_fields",
         "encode_fields", "hookimpl", "plugin_manager", "redact_url",
-        "redelivery_fields",
+        "redelivery_fields", "run_until_drained",
     ]  # fmt: skip
 
 

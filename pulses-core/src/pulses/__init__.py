@@ -16,6 +16,7 @@ from pulses._broker import (
 )
 from pulses._cancel import CancellationToken
 from pulses._codec import decode_fields, encode_fields, redelivery_fields
+from pulses._drain import run_until_drained
 from pulses._envelope import Envelope
 from pulses._errors import (
     BrokerClosed,
@@ -83,4 +84,5 @@ __all__ = [
     "plugin_manager",
     "redact_url",
     "redelivery_fields",
+    "run_until_drained",
 ]

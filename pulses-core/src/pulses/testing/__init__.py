@@ -1,11 +1,12 @@
 """Helpers for testing handlers and brokers.
 
-``run_until_drained`` runs an app against the memory broker (or any broker with the
-admin facet) until its work is done. Broker authors find the conformance suite in
-``pulses.testing.conformance`` (needs pytest).
+``run_until_drained`` (also ``pulses.run_until_drained``, where production code takes it)
+runs an app against the memory broker (or any broker with the admin facet) until its
+work is done. Broker authors find the conformance suite in ``pulses.testing.conformance``
+(needs pytest).
 """
 
-from pulses._drain import run_until_drained
+from pulses import run_until_drained
 from pulses.testing._harness import BrokerHarness
 
 __all__ = ["BrokerHarness", "run_until_drained"]
