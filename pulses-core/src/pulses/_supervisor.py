@@ -1,9 +1,10 @@
 """``pulses worker -w N``: N worker processes, each its own consumer, kept alive.
 
-Signals reach every child: the first SIGTERM/SIGINT drains them, a second forces them.
-A child that fails (a non-zero exit, a kill) while the supervisor is not stopping is
-started again, with a growing pause when children keep dying, so a crash loop cannot
-spin; a child that exits 0 by itself (``--burst``) is done.
+Signals reach every child: the first SIGTERM/SIGINT drains them, a second forces them;
+the supervisor says so once, for all of them. A child that fails (a non-zero exit, a
+kill) while the supervisor is not stopping is started again, with a growing, jittered
+pause when children keep dying, so a crash loop cannot spin; a child that exits 0 by
+itself (``--burst``) is done.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
+
+from pulses._policy import jittered_backoff
 
 __all__ = ["SUPERVISOR_ENV", "supervise"]
 
@@ -34,8 +37,9 @@ def supervise(child_args: Sequence[str], processes: int) -> int:
     children: list[subprocess.Popen[bytes] | None] = [None] * processes
     restarts_at = [0.0] * processes
     started_at = [0.0] * processes
-    pauses = [0.0] * processes
+    quick_deaths = [0] * processes
     signals_seen: list[int] = []
+    announced = 0
 
     def forward(signum: int, frame: FrameType | None) -> None:
         signals_seen.append(signum)
@@ -62,6 +66,10 @@ def supervise(child_args: Sequence[str], processes: int) -> int:
         )
         codes: list[int] = [0] * processes
         while True:
+            # Logged here, not in the signal handler, which may interrupt a log call.
+            for signum in signals_seen[announced:]:
+                announced += 1
+                _announce(signal.Signals(signum), announced, processes)
             alive = 0
             for slot, child in enumerate(children):
                 if child is None:
@@ -81,16 +89,15 @@ def supervise(child_args: Sequence[str], processes: int) -> int:
                 # Died on its own: start it again after a pause that grows while it keeps
                 # dying young, and starts small again after a long life.
                 lived = time.monotonic() - started_at[slot]
-                pauses[slot] = (
-                    0.5 if lived > _MAX_PAUSE else min(_MAX_PAUSE, pauses[slot] * 2 or 0.5)
-                )
-                restarts_at[slot] = time.monotonic() + pauses[slot]
+                quick_deaths[slot] = 1 if lived > _MAX_PAUSE else quick_deaths[slot] + 1
+                pause = jittered_backoff(quick_deaths[slot], 0.5, _MAX_PAUSE)
+                restarts_at[slot] = time.monotonic() + pause
                 children[slot] = None
                 logger.error(
                     "worker process pid %d exited with %d; restarting in %.1fs",
                     child.pid,
                     code,
-                    pauses[slot],
+                    pause,
                 )
                 alive += 1
             if alive == 0:
@@ -99,3 +106,18 @@ def supervise(child_args: Sequence[str], processes: int) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _announce(signum: signal.Signals, nth: int, processes: int) -> None:
+    if nth == 1:
+        logger.warning(
+            "%s: the %d worker processes finish their running handlers, then stop; "
+            "press Ctrl+C again to force",
+            signum.name,
+            processes,
+        )
+    elif nth == 2:
+        logger.warning(
+            "%s again: stopping the worker processes now; unfinished messages stay pending",
+            signum.name,
+        )
