@@ -13,7 +13,8 @@ from pulses._broker import Broker, Subscription
 from pulses._cancel import CancellationToken
 from pulses._errors import ConfigurationError
 from pulses._handler import Context, Handler
-from pulses._runtime import RuntimeConfig, run_handler
+from pulses._names import check_name
+from pulses._runtime import Isolation, RuntimeConfig, run_handler
 from pulses._stats import RunStats
 
 __all__ = ["App"]
@@ -30,9 +31,14 @@ class App(Generic[B]):
     >>> app = App(broker, RedisSubscription(group="mailer")).register(SendEmail())  # doctest: +SKIP
     >>> stats = await app.run(token)                                               # doctest: +SKIP
 
-    ``claim_idle_ms`` is how long a message must sit idle in a dead or hung consumer
-    before another consumer takes it over; live consumers extend their leases every
-    ``claim_idle_ms / 3``, so a long job is never taken from a live worker.
+    Crash recovery: on a broker with ``liveness`` (Redis, memory) every consumer says it
+    is alive every ``liveness_ms / 3``; the messages of one silent for ``liveness_ms``
+    (its process died, or its event loop is blocked) are taken over by the others,
+    which look every ``reclaim_interval_ms`` (default ``liveness_ms / 3``).
+    ``claim_idle_ms`` is how long a message must sit idle in a consumer that is alive
+    but stuck (or on a broker without liveness) before another consumer takes it over;
+    live consumers extend their leases every ``claim_idle_ms / 3``, so a long job is
+    never taken from a live worker.
     ``block_ms`` is how long one fetch waits for new messages; a shutdown waits for
     the fetch under way (at most that long) so that what it brings is released, not
     stranded in the pending list.
@@ -44,12 +50,14 @@ class App(Generic[B]):
         subscription: Subscription[B],
         *,
         claim_idle_ms: int = 60_000,
+        liveness_ms: int = 3_000,
         block_ms: int = 1_000,
         reclaim_interval_ms: int | None = None,
         shutdown_timeout: float = 25.0,
     ) -> None:
         errors = [
             *_positive_int("App", "claim_idle_ms", claim_idle_ms),
+            *_positive_int("App", "liveness_ms", liveness_ms, 3),
             *_positive_int("App", "block_ms", block_ms),
         ]
         if reclaim_interval_ms is not None:
@@ -59,11 +67,15 @@ class App(Generic[B]):
             raise ConfigurationError("invalid app settings:\n  " + "\n  ".join(errors))
         self._broker = broker
         self._subscription = subscription
+        # Without liveness only idle times tell a dead consumer: look at half of that.
+        lively = broker.capabilities.liveness
+        default_interval = liveness_ms // 3 if lively else max(1, claim_idle_ms // 2)
         self._config = RuntimeConfig(
             block_ms=block_ms,
             claim_idle_ms=claim_idle_ms,
             lease_interval_ms=max(1, claim_idle_ms // 3),
-            reclaim_interval_ms=reclaim_interval_ms or max(1, claim_idle_ms // 2),
+            reclaim_interval_ms=reclaim_interval_ms or default_interval,
+            liveness_ms=liveness_ms,
             shutdown_timeout=float(shutdown_timeout),
         )
         self._reclaim_interval_ms = reclaim_interval_ms
@@ -104,6 +116,7 @@ class App(Generic[B]):
             broker,
             subscription,
             claim_idle_ms=config.claim_idle_ms if claim_idle_ms is None else claim_idle_ms,
+            liveness_ms=config.liveness_ms,
             block_ms=config.block_ms if block_ms is None else block_ms,
             reclaim_interval_ms=self._reclaim_interval_ms,
             shutdown_timeout=(
@@ -170,6 +183,7 @@ class App(Generic[B]):
             ", ".join(f"{h.name}[{', '.join(h.STREAMS)}]x{h.WORKERS}" for h in self._handlers),
         )
         runs = []
+        isolation = Isolation()
         for handler in self._handlers:
             consumer = self._broker.consumer(
                 self._subscription, handler.STREAMS, handler=handler.name
@@ -177,7 +191,9 @@ class App(Generic[B]):
             handler_token = token.child()
             ctx: Context[B] = Context(self._broker, handler_token, handler)
             runs.append(
-                run_handler(handler, consumer, ctx, handler_token, caps, self._config, token)
+                run_handler(
+                    handler, consumer, ctx, handler_token, caps, self._config, token, isolation
+                )
             )
         results = await asyncio.gather(*runs)
         stats = RunStats({s.handler: s for s in results})
@@ -240,11 +256,11 @@ def _check_handler(handler: object, broker: Broker[Any]) -> list[str]:
     elif not streams:
         errors.append(f"{name}.STREAMS is empty; name at least one stream")
     else:
-        errors.extend(
-            f"{name}.STREAMS holds {stream!r}; stream names are non-empty str"
-            for stream in streams
-            if not isinstance(stream, str) or not stream
-        )
+        for stream in streams:
+            try:
+                check_name("stream", stream, f"{name}.STREAMS")
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
         if len(set(streams)) != len(streams):
             errors.append(f"{name}.STREAMS names a stream twice: {streams!r}")
     worker_errors = _positive_int(name, "WORKERS", handler.WORKERS)

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from pulses._envelope import Envelope
+from pulses._names import check_name
 from pulses._outcome import Outcome
 
 __all__ = [
@@ -42,6 +43,11 @@ class Subscription(Generic[B_contra]):
     consumer: str
     """This process's consumer name within the group."""
 
+    def __post_init__(self) -> None:
+        # Called by the subclasses' dataclass __init__: one name rule for every broker.
+        check_name("group", self.group, f"{type(self).__name__}.group")
+        check_name("consumer", self.consumer, f"{type(self).__name__}.consumer")
+
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
@@ -65,6 +71,10 @@ class Capabilities:
     """The largest payload the broker accepts, when it has a limit."""
     process_local: bool = False
     """The data lives inside one process, so other processes cannot share the work."""
+    liveness: bool = False
+    """Consumers say they are alive (``Consumer.heartbeat``), and ``reclaim`` takes over
+    the messages of a consumer whose heartbeat lapsed without waiting for ``min_idle_ms``.
+    Without it, a dead consumer's messages wait for the idle time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +100,12 @@ class Consumer(Protocol):
         ...
 
     async def fetch(self, max_count: int, block_ms: int) -> Sequence[Envelope]:
-        """Up to ``max_count`` messages in total over all streams, waiting up to ``block_ms``."""
+        """Up to ``max_count`` messages in total over all streams, waiting up to ``block_ms``.
+
+        The first fetches after a restart hand back what this consumer's name still held
+        (a suspect at a time, alone); after a fetch that failed, the next one first hands
+        out whatever the failed one may have taken, with unchanged delivery counts.
+        """
         ...
 
     async def settle(self, items: Sequence[tuple[Envelope, Outcome]]) -> None:
@@ -105,8 +120,19 @@ class Consumer(Protocol):
         """Hand back fetched but unstarted messages so others take them at once."""
         ...
 
-    async def reclaim(self, min_idle_ms: int, max_count: int) -> Reclaimed:
-        """Take over messages idle longer than ``min_idle_ms`` in any consumer of the group."""
+    async def heartbeat(self, ttl_ms: int) -> None:
+        """Say this consumer is alive for the next ``ttl_ms`` (brokers with ``liveness``)."""
+        ...
+
+    async def reclaim(self, min_idle_ms: int, max_count: int, *, grace_ms: int = 0) -> Reclaimed:
+        """Take over messages of other consumers of the group: those idle longer than
+        ``min_idle_ms``, and (with ``liveness``) every message of a consumer whose
+        heartbeat lapsed more than ``grace_ms`` ago.
+
+        A message taken over that was delivered before is a suspect
+        (``Envelope.suspect``): when the result holds one, it holds nothing else, so
+        that the runtime can run it alone.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -157,7 +183,9 @@ class Broker(Protocol[S]):
         ...
 
     def consumer(self, subscription: S, streams: Sequence[str], *, handler: str) -> Consumer:
-        """A consumer of ``streams`` in the subscription's group, for the named handler."""
+        """A consumer of ``streams`` in the subscription's group, for the named handler.
+
+        Streams are checked with ``check_streams`` (one name rule for every broker)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -177,6 +205,9 @@ class ConsumerInfo:
     name: str
     pending: int
     idle_ms: int
+    alive: bool | None = None
+    """Whether its heartbeat is current; None when it never sent one (or the broker
+    has no ``liveness``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +285,7 @@ class StreamAdmin(Protocol):
 
 def check_publish(stream: object, payload: object, headers: object, delay_ms: object) -> None:
     """Reject bad publish arguments with an error naming the argument; shared by brokers."""
-    if not isinstance(stream, str) or not stream:
-        raise TypeError(f"stream must be a non-empty str, got {stream!r}")
+    check_name("stream", stream, "stream")
     if not isinstance(payload, bytes):
         raise TypeError(
             f"payload for stream {stream!r} must be bytes, got {type(payload).__name__}"

@@ -4,6 +4,12 @@ Shared by every broker that stores entries as field lists (Redis, memory), so a
 message looks the same everywhere and a foreign producer's entry decodes the same way.
 Decoding never raises: whatever the entry holds, the message is delivered with its raw
 fields, and only what Pulses wrote is interpreted.
+
+A plain publish is the single field ``payload``, so that ``XADD s * payload hi`` from
+redis-cli is a message like any other. Bookkeeping (headers, deliveries before this
+entry, first enqueue time) goes in fields under the ``pulses:`` namespace, which no
+foreign producer writes by accident: a foreign ``deliveries`` or ``headers`` field is
+just a field, delivered in ``Envelope.fields`` and never read as ours.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ from collections.abc import Mapping, Sequence
 __all__ = ["DecodedFields", "decode_fields", "encode_fields", "redelivery_fields"]
 
 PAYLOAD = b"payload"
-HEADERS = b"headers"
-DELIVERIES = b"deliveries"
-ENQUEUED = b"enqueued"
+HEADERS = b"pulses:headers"
+DELIVERIES = b"pulses:deliveries"
+ENQUEUED = b"pulses:enqueued"
 
 DecodedFields = tuple[bytes, Mapping[str, str], int, int | None]
 """payload, headers, deliveries before this entry existed, first enqueue time (ms) or None."""

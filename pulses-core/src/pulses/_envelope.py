@@ -18,6 +18,10 @@ class Envelope:
     ``source`` is where the entry lives in the broker (the stream itself, or a
     broker-private key such as a group's retry stream); brokers settle by it.
 
+    ``suspect`` marks a delivery whose previous delivery was never settled: its handler
+    may have killed its process. The runtime runs a suspect alone, so a message that
+    kills its process raises only its own delivery count.
+
     A broker whose ids are ``<unix ms>-<seq>`` passes ``enqueued_ms=None`` for an entry
     that does not say when it was first published: the time is then read from the id
     when asked for, not for every message of a batch.
@@ -34,6 +38,7 @@ class Envelope:
         "_payload",
         "_source",
         "_stream",
+        "_suspect",
     )
 
     def __init__(
@@ -46,6 +51,7 @@ class Envelope:
         enqueued_ms: int | None,
         raw: Sequence[bytes] = (),
         source: str | None = None,
+        suspect: bool = False,
     ) -> None:
         self._id = id
         self._stream = stream
@@ -55,6 +61,7 @@ class Envelope:
         self._enqueued_ms = enqueued_ms
         self._fields = raw
         self._source = stream if source is None else source
+        self._suspect = suspect
 
     @property
     def id(self) -> str:
@@ -105,9 +112,15 @@ class Envelope:
     def source(self) -> str:
         return self._source
 
+    @property
+    def suspect(self) -> bool:
+        """An earlier delivery of this message was never settled (recovered after a
+        restart, or taken over from a dead or hung consumer)."""
+        return self._suspect
+
     def __repr__(self) -> str:
         return (
             f"Envelope(id={self._id!r}, stream={self._stream!r}, "
             f"payload=<{len(self._payload)} bytes>, headers={dict(self._headers)!r}, "
-            f"deliveries={self._deliveries})"
+            f"deliveries={self._deliveries}{', suspect' if self._suspect else ''})"
         )

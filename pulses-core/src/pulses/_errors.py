@@ -8,6 +8,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLost",
     "HandlerTimeout",
+    "InvalidName",
     "InvalidURL",
     "PluginConflict",
     "PulsesError",
@@ -30,6 +31,11 @@ class PulsesError(Exception):
 
 class ConfigurationError(PulsesError, ValueError):
     """A handler, app or broker is set up wrongly; the message names what and where."""
+
+
+class InvalidName(ConfigurationError, TypeError):
+    """A stream, group or consumer name breaks the naming rule (or is no str); the
+    message names the argument and the rule."""
 
 
 class InvalidURL(ConfigurationError):

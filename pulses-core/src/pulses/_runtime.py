@@ -1,8 +1,28 @@
 """The per-handler loop: fetch, dispatch, settle, extend, reclaim, and a clean shutdown.
 
-One fetch loop, ``WORKERS`` fixed worker tasks fed from a local deque, one settle
-batcher, one lease keeper (which also enforces TIMEOUT) and one reclaim loop per handler.
-Nothing on the per-message path creates a task, takes a lock or logs.
+Per handler: one fetch loop, ``WORKERS`` fixed worker tasks fed from a local deque, one
+settle batcher, one lease keeper (which also enforces TIMEOUT), one heartbeat and one
+reclaim loop. Nothing on the per-message path creates a task, takes a lock or logs.
+
+The life of a message:
+
+1. ``fetch_loop`` asks the broker for up to half the free window (``MAX_IN_FLIGHT``
+   minus what is in flight), so one batch is read while the previous one is handled.
+   ``admit`` puts each message in ``inflight`` (what the bound counts and the lease
+   keeper extends) and on the ``queue``; one delivered more often than MAX_DELIVERIES
+   goes straight to the dead letters without running.
+2. A worker pops it and awaits ``handle``. The result is checked to be an Outcome; an
+   exception, a timeout or anything else goes through the RetryPolicy instead.
+3. The worker appends ``(message, outcome)`` to ``to_settle``; ``settle_loop`` hands
+   everything gathered so far to the broker in one call and, once applied, ``record``
+   removes the messages from ``inflight``, which frees their slots for the next fetch.
+4. Meanwhile ``lease_loop`` renews the leases of everything in flight, so neighbours
+   never take a live worker's messages, and cancels calls that ran past TIMEOUT;
+   ``heartbeat_loop`` tells the broker this consumer is alive.
+5. ``reclaim_loop`` takes over messages of consumers that died (heartbeat lapsed) or
+   hung (idle past ``claim_idle_ms``). Such a message was delivered before and never
+   settled: a *suspect*, which may kill its process. A suspect runs alone in the whole
+   app (see ``_Isolation``), so a poison raises only its own delivery count.
 """
 
 from __future__ import annotations
@@ -10,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -26,7 +47,7 @@ from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses._policy import RetryPolicy
 from pulses._stats import HandlerStats
 
-__all__ = ["RuntimeConfig", "run_handler"]
+__all__ = ["Isolation", "RuntimeConfig", "run_handler"]
 
 logger = logging.getLogger("pulses.runtime")
 
@@ -49,22 +70,22 @@ class RuntimeConfig:
     claim_idle_ms: int
     lease_interval_ms: int
     reclaim_interval_ms: int
+    liveness_ms: int
     shutdown_timeout: float
 
 
 class _Outage:
-    """Broker trouble seen by any loop of one handler. While calls fail, the owners'
-    lease renewals fail too: reclaim then spares what went idle during the outage, until
-    the owners have had a claim_idle to renew, instead of stealing from live workers."""
+    """Broker trouble seen by any loop of one handler. While calls fail, every owner's
+    lease renewals and heartbeats fail too: reclaim then spares what went idle, and the
+    consumers that went silent, during the outage, until their owners have had time to
+    renew, instead of stealing from live workers."""
 
-    __slots__ = ("margin_ms", "since", "spare", "until", "window")
+    __slots__ = ("duration", "ended", "since")
 
-    def __init__(self, margin_ms: int, window_s: float) -> None:
-        self.margin_ms = margin_ms
-        self.window = window_s
+    def __init__(self) -> None:
         self.since: float | None = None
-        self.spare = 0
-        self.until = 0.0
+        self.duration = 0.0
+        self.ended = -math.inf
 
     def failed(self) -> None:
         if self.since is None:
@@ -73,14 +94,17 @@ class _Outage:
     def recovered(self) -> None:
         if self.since is not None:
             now = time.monotonic()
-            self.spare = int((now - self.since) * 1000) + self.margin_ms
-            self.until, self.since = now + self.window, None
+            self.duration, self.ended, self.since = now - self.since, now, None
 
-    def spare_ms(self) -> int:
+    def spare_ms(self, margin_ms: int, window_ms: int) -> int:
+        """How much longer than usual to wait before taking anything over: the outage
+        and ``margin_ms`` (the owners' renewal interval), until ``window_ms`` after it."""
         now = time.monotonic()
         if self.since is not None:
-            return int((now - self.since) * 1000) + self.margin_ms
-        return self.spare if now < self.until else 0
+            return int((now - self.since) * 1000) + margin_ms
+        if now - self.ended < window_ms / 1000:
+            return int(self.duration * 1000) + margin_ms
+        return 0
 
 
 class _Streak:
@@ -123,6 +147,40 @@ class _Worker:
         self.task: asyncio.Task[None] | None = None
 
 
+class Isolation:
+    """Suspects run alone, app-wide.
+
+    A suspect (a message whose earlier delivery never settled) may kill its process, and
+    every message in flight when a process dies is delivered once more. So while a
+    suspect is held, no handler of the app fetches or reclaims anything new; the suspect
+    starts once everything else in flight has settled, and runs with nothing beside it.
+    Its batch-mates gain at most one delivery (the death that made it a suspect) and
+    are never dead-lettered on its account. Brokers hand out suspects one at a time.
+    """
+
+    __slots__ = ("held", "running", "runs")
+
+    def __init__(self) -> None:
+        self.runs: list[_HandlerRun] = []
+        self.held = 0
+        """Suspects admitted and not yet settled or released, over every handler."""
+        self.running: Envelope | None = None
+        """The suspect that runs now, until it is settled."""
+
+    def may_start(self) -> bool:
+        """Whether a held suspect may start: none runs, and nothing else is in flight."""
+        return self.running is None and sum(len(r.inflight) for r in self.runs) == self.held
+
+    def changed(self) -> None:
+        """Wake every loop that waits on the gate: fetchers, reclaimers, and workers that
+        hold a suspect."""
+        for run in self.runs:
+            run.wake_fetcher.set()
+            run.wake_reclaimer.set()
+            if run.suspects:
+                run.work_ready.set()
+
+
 class _HandlerRun:
     def __init__(
         self,
@@ -133,6 +191,7 @@ class _HandlerRun:
         capabilities: Capabilities,
         config: RuntimeConfig,
         app_token: CancellationToken,
+        isolation: Isolation,
     ) -> None:
         self.app_token = app_token
         self.handler = handler
@@ -141,6 +200,8 @@ class _HandlerRun:
         self.handler_token = handler_token
         self.caps = capabilities
         self.config = config
+        self.isolation = isolation
+        isolation.runs.append(self)
         self.policy = RetryPolicy(
             handler.MAX_DELIVERIES, handler.RETRY_BACKOFF_MS, handler.RETRY_BACKOFF_MAX_MS
         )
@@ -158,20 +219,31 @@ class _HandlerRun:
         self.timeout = handler.TIMEOUT
         self.stats = HandlerStats(handler=handler.name)
         self.queue: deque[Envelope] = deque()
+        self.suspects: deque[Envelope] = deque()
+        """Suspects admitted and not yet started; see Isolation."""
+        self.held_suspects: set[Envelope] = set()
+        """Suspects admitted and not yet settled, to give back to Isolation when they are."""
         # Fetched and not yet settled: what the MAX_IN_FLIGHT bound counts and what the
         # lease keeper extends (queued messages too, or a slow handler's backlog would
         # turn idle in the pending list and be stolen by a neighbour).
         self.inflight: set[Envelope] = set()
         self.to_settle: list[tuple[Envelope, Outcome]] = []
         self.workers = [_Worker() for _ in range(handler.WORKERS)]
-        self.has_work = asyncio.Event()
-        self.has_settlements = asyncio.Event()
-        self.has_space = asyncio.Event()
+        # One event per kind of waiter, named after what it waits for.
+        self.work_ready = asyncio.Event()
+        """Workers: the queue has messages (or a suspect may start, or shutdown began)."""
+        self.settle_ready = asyncio.Event()
+        """The settle loop: outcomes to apply (or the run is closing)."""
+        self.wake_fetcher = asyncio.Event()
+        """The fetch loop: slots were freed, the queue ran dry, a reclaim or a suspect
+        finished, or the app stops."""
+        self.wake_reclaimer = asyncio.Event()
+        """The reclaim loop: slots were freed or a suspect finished."""
         self.reserved = 0
         """Slots a fetch under way may fill (it asked for that many)."""
         self.reclaim_due = False
         """A reclaim waits for free slots; the fetcher leaves them to it."""
-        self.outage = _Outage(config.lease_interval_ms, config.claim_idle_ms / 1000)
+        self.outage = _Outage()
         self.stopping = False
         self.settle_closed = False
 
@@ -179,6 +251,10 @@ class _HandlerRun:
 
     def free_slots(self) -> int:
         return self.max_in_flight - len(self.inflight) - self.reserved
+
+    def slots_freed(self) -> None:
+        self.wake_fetcher.set()
+        self.wake_reclaimer.set()
 
     def adapt(self, now: float) -> None:
         """Size the prefetch window without MAX_IN_FLIGHT: double it when the workers ran
@@ -207,19 +283,35 @@ class _HandlerRun:
                         env,
                         DeadLetter(
                             f"delivered {env.deliveries} times without being settled "
-                            f"(MAX_DELIVERIES={policy.max_deliveries}); the handler never finished"
+                            f"(MAX_DELIVERIES={policy.max_deliveries}); the handler never "
+                            "finished: its process died or hung each time"
                         ),
                     )
                 )
-                self.has_settlements.set()
+                self.settle_ready.set()
+            elif env.suspect:
+                self.suspects.append(env)
+                self.held_suspects.add(env)
+                self.isolation.held += 1
+                self.stats.isolated += 1
+                logger.warning(
+                    "handler %s: message %s of %s was delivered %d times and never settled; "
+                    "running it alone",
+                    self.handler.name,
+                    env.id,
+                    env.stream,
+                    env.deliveries,
+                )
+                self.isolation.changed()
             else:
                 queue.append(env)
         if queue:
-            self.has_work.set()
+            self.work_ready.set()
 
     async def fetch_loop(self) -> None:
         streak = _Streak(f"fetch for handler {self.handler.name}", self.outage)
         token, queue, clock = self.app_token, self.queue, time.monotonic
+        isolation = self.isolation
         self.rate_at = clock()
         while not token.cancelled:
             if self.adaptive:
@@ -230,9 +322,9 @@ class _HandlerRun:
             # a window of free slots then, or for the queue to run dry.
             most = (self.window + 1) // 2
             free = min(self.free_slots(), self.window - len(self.inflight))
-            if free <= 0 or self.reclaim_due or (free < most and queue):
-                self.has_space.clear()
-                await self.has_space.wait()
+            if free <= 0 or self.reclaim_due or isolation.held or (free < most and queue):
+                self.wake_fetcher.clear()
+                await self.wake_fetcher.wait()
                 continue
             want = min(free, most)
             self.reserved = want
@@ -243,7 +335,7 @@ class _HandlerRun:
                 continue
             finally:
                 self.reserved = 0
-                self.has_space.set()  # a reclaim waiting for these slots may take them
+                self.wake_reclaimer.set()  # a reclaim waiting for these slots may take them
             streak.succeeded()
             if batch:
                 self.stats.fetched += len(batch)
@@ -269,8 +361,12 @@ class _HandlerRun:
             if got is None:
                 return
             reclaimed, asked = got
-            # A full batch may leave more behind: keep going first while it does.
-            more = len(reclaimed.envelopes) + len(reclaimed.vanished) >= asked
+            envelopes = reclaimed.envelopes
+            # A full batch may leave more behind, and a suspect comes alone: keep going
+            # at once while either is so.
+            more = len(envelopes) + len(reclaimed.vanished) >= asked or any(
+                env.suspect for env in envelopes
+            )
             streak.succeeded()
             if reclaimed.vanished:
                 self.stats.vanished += len(reclaimed.vanished)
@@ -281,46 +377,55 @@ class _HandlerRun:
                     len(reclaimed.vanished),
                     ", ".join(reclaimed.vanished[:10]),
                 )
-            if reclaimed.envelopes:
-                self.stats.reclaimed += len(reclaimed.envelopes)
-                self.admit(reclaimed.envelopes)
+            if envelopes:
+                self.stats.reclaimed += len(envelopes)
+                self.admit(envelopes)
 
     async def reclaim_first(self) -> tuple[Reclaimed, int] | None:
         """Reclaim into the next free slots, ahead of the fetcher: under a backlog it
         fills every slot the moment one frees, and a dead consumer's messages would wait
-        for the whole backlog. None when the app stops meanwhile."""
+        for the whole backlog. Never while a suspect is held: a second one would be in
+        flight beside it. None when the app stops meanwhile."""
         self.reclaim_due = True
         try:
             while True:
                 if self.app_token.cancelled:
                     return None
                 free = self.free_slots()
-                if free > 0:
+                if free > 0 and not self.isolation.held:
                     break
-                self.has_space.clear()
-                await self.has_space.wait()
-            min_idle = self.config.claim_idle_ms + self.outage.spare_ms()
-            return await self.consumer.reclaim(min_idle, free), free
+                self.wake_reclaimer.clear()
+                await self.wake_reclaimer.wait()
+            config = self.config
+            min_idle = config.claim_idle_ms + self.outage.spare_ms(
+                config.lease_interval_ms, config.claim_idle_ms
+            )
+            grace = self.outage.spare_ms(config.liveness_ms, config.liveness_ms)
+            return await self.consumer.reclaim(min_idle, free, grace_ms=grace), free
         finally:
             self.reclaim_due = False
-            self.has_space.set()
+            self.wake_fetcher.set()
 
     # -- workers ------------------------------------------------------------------
 
     async def work(self, worker: _Worker) -> None:
         queue, handle, ctx = self.queue, self.handler.handle, self.ctx
-        to_settle, has_settlements, stats = self.to_settle, self.has_settlements, self.stats
+        to_settle, settle_ready, stats = self.to_settle, self.settle_ready, self.stats
         clock, timed = time.monotonic, self.timeout is not None
         while True:
-            if not queue:
+            if queue:
+                env = queue.popleft()
+            elif self.suspects and self.isolation.may_start():
+                env = self.suspects.popleft()
+                self.isolation.running = env
+            else:
                 if self.stopping:
                     return
                 self.dry = True
-                self.has_space.set()  # a fetcher waiting for the queue to run dry
-                self.has_work.clear()
-                await self.has_work.wait()
+                self.wake_fetcher.set()  # a fetcher waiting for the queue to run dry
+                self.work_ready.clear()
+                await self.work_ready.wait()
                 continue
-            env = queue.popleft()
             worker.current = env
             if timed:
                 worker.started = clock()
@@ -339,12 +444,14 @@ class _HandlerRun:
                     raise asyncio.CancelledError  # a shutdown cancel arrived meanwhile
             worker.current = None
             stats.handled += 1
+            # Outcome classes are @final, so an exact type test is a complete (and the
+            # cheapest) isinstance check; anything else is a failure.
             if type(result) in _OUTCOMES:
                 outcome = cast(Outcome, result)
             else:
                 outcome = self.failure(env, result)
             to_settle.append((env, outcome))
-            has_settlements.set()
+            settle_ready.set()
 
     def failure(self, env: Envelope, result: object) -> Outcome:
         self.stats.failed += 1
@@ -391,8 +498,8 @@ class _HandlerRun:
             if not self.to_settle:
                 if self.settle_closed:
                     return
-                self.has_settlements.clear()
-                await self.has_settlements.wait()
+                self.settle_ready.clear()
+                await self.settle_ready.wait()
                 continue
             # Copy and clear in place: workers hold a reference to this very list.
             batch = self.to_settle[:]
@@ -416,16 +523,56 @@ class _HandlerRun:
         acked = 0
         for env, outcome in settled:
             inflight.discard(env)
+            # Ack is by far the most common outcome: count it in a local, the rest by name.
             if type(outcome) is Ack:
                 acked += 1
             else:
                 counter = _COUNTER[type(outcome)]
                 setattr(stats, counter, getattr(stats, counter) + 1)
         stats.acked += acked
+        if self.held_suspects:
+            self.settled_suspects([env for env, _ in settled if env in self.held_suspects])
         if settled:
-            self.has_space.set()
+            self.slots_freed()
+
+    def settled_suspects(self, envelopes: Sequence[Envelope]) -> None:
+        """Give suspects that were settled or released back to Isolation."""
+        if not envelopes:
+            return
+        self.held_suspects.difference_update(envelopes)
+        isolation = self.isolation
+        isolation.held -= len(envelopes)
+        if isolation.running in envelopes:
+            isolation.running = None
+        isolation.changed()
 
     # -- leases and deadlines ----------------------------------------------------
+
+    async def heartbeat_loop(self) -> None:
+        """Say this consumer is alive, every third of ``liveness_ms``; warn when the
+        event loop was blocked for so long that others may have counted it dead."""
+        streak = _Streak(f"heartbeat for handler {self.handler.name}", self.outage)
+        ttl = self.config.liveness_ms
+        every = ttl / 3000
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(every)
+            late = time.monotonic() - before - every
+            if late * 1000 > ttl / 2:
+                logger.warning(
+                    "handler %s: the event loop was blocked for %.1fs; a consumer silent for "
+                    "%.1fs counts as dead and its messages are taken over (a handler that "
+                    "blocks should run its work in a thread: asyncio.to_thread)",
+                    self.handler.name,
+                    late,
+                    ttl / 1000,
+                )
+            try:
+                await self.consumer.heartbeat(ttl)
+            except Exception as exc:
+                await asyncio.sleep(min(every, streak.failed(exc)))
+                continue
+            streak.succeeded()
 
     async def lease_loop(self) -> None:
         streak = _Streak(f"lease extension for handler {self.handler.name}", self.outage)
@@ -469,20 +616,25 @@ class _HandlerRun:
             worker.task = asyncio.create_task(self.work(worker))
             tasks.append(worker.task)
         settler = asyncio.create_task(self.settle_loop())
-        leaser = asyncio.create_task(self.lease_loop())
+        keepers = [asyncio.create_task(self.lease_loop())]
+        if self.caps.liveness:
+            keepers.append(asyncio.create_task(self.heartbeat_loop()))
         fetcher = asyncio.create_task(self.fetch_loop())
         reclaimer = asyncio.create_task(self.reclaim_loop()) if self.caps.reclaim else None
         try:
             await app_token.wait()
         finally:
-            await self.shutdown(fetcher, reclaimer, tasks, settler, leaser)
+            await self.shutdown(fetcher, reclaimer, tasks, settler, keepers)
         return self.stats
 
     async def ensure(self, app_token: CancellationToken) -> None:
+        """Create the group, and say this consumer is alive before it takes anything."""
         streak = _Streak(f"creating the consumer group for handler {self.handler.name}")
         while not app_token.cancelled:
             try:
                 await self.consumer.ensure()
+                if self.caps.liveness:
+                    await self.consumer.heartbeat(self.config.liveness_ms)
             except Exception as exc:
                 await _pause(app_token, streak.failed(exc))
                 continue
@@ -495,12 +647,12 @@ class _HandlerRun:
         reclaimer: asyncio.Task[None] | None,
         workers: list[asyncio.Task[None]],
         settler: asyncio.Task[None],
-        leaser: asyncio.Task[None],
+        keepers: list[asyncio.Task[None]],
     ) -> None:
         # Stop fetching and reclaiming. A fetch under way may already hold messages:
         # give it its block time to land them, so they are released rather than left
         # to go idle in the pending list.
-        self.has_space.set()
+        self.slots_freed()
         await _finish(fetcher, self.config.block_ms / 1000 + 0.1)
         if reclaimer is not None:
             await _finish(reclaimer, 0)
@@ -508,7 +660,7 @@ class _HandlerRun:
         self.handler_token.cancel()
         # Running handlers finish within the shutdown timeout; the rest stay pending.
         self.stopping = True
-        self.has_work.set()
+        self.work_ready.set()
         done, running = await asyncio.wait(workers, timeout=self.config.shutdown_timeout)
         if running:
             self.stats.abandoned += sum(1 for w in self.workers if w.current is not None)
@@ -522,21 +674,26 @@ class _HandlerRun:
                 )
         # Flush every settlement, giving a broker that is down a bounded time to return.
         self.settle_closed = True
-        self.has_settlements.set()
+        self.settle_ready.set()
         await _finish(settler, max(self.config.shutdown_timeout, 1.0))
         self.stats.unsettled += len(self.to_settle)
-        await _finish(leaser, 0)
+        # Leases and heartbeats go on until everything is settled: what is still
+        # running must not be taken over before it is abandoned.
+        for keeper in keepers:
+            await _finish(keeper, 0)
         try:
             await self.consumer.aclose()
         except Exception as exc:
             logger.warning("closing the consumer of handler %s failed: %r", self.handler.name, exc)
 
     async def release_unstarted(self) -> None:
-        unstarted = list(self.queue)
+        unstarted = [*self.queue, *self.suspects]
         self.queue.clear()
+        self.suspects.clear()
         if not unstarted:
             return
         self.inflight.difference_update(unstarted)
+        self.settled_suspects([env for env in unstarted if env in self.held_suspects])
         if not self.caps.release:
             self.stats.unsettled += len(unstarted)
             return
@@ -584,7 +741,13 @@ async def run_handler(
     capabilities: Capabilities,
     config: RuntimeConfig,
     app_token: CancellationToken,
+    isolation: Isolation,
 ) -> HandlerStats:
-    """Run one handler until ``app_token`` fires, then shut it down; return its counters."""
-    run = _HandlerRun(handler, consumer, ctx, handler_token, capabilities, config, app_token)
+    """Run one handler until ``app_token`` fires, then shut it down; return its counters.
+
+    ``isolation`` is shared by every handler of one app (suspects run alone app-wide).
+    """
+    run = _HandlerRun(
+        handler, consumer, ctx, handler_token, capabilities, config, app_token, isolation
+    )
     return await run.run()

@@ -28,6 +28,8 @@ class HandlerStats:
     retried: int = 0
     dropped: int = 0
     dead_lettered: int = 0
+    isolated: int = 0
+    """Suspects (an earlier delivery never settled) that were run alone."""
     released: int = 0
     """Fetched but unstarted at shutdown, handed back to the group."""
     vanished: int = 0

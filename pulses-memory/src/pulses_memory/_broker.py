@@ -25,6 +25,7 @@ from pulses import (
     StreamStats,
     Subscription,
     check_publish,
+    check_streams,
     encode_fields,
     redact_url,
     redelivery_fields,
@@ -51,14 +52,6 @@ class MemorySubscription(Subscription["MemoryBroker"]):
     consumer: str = field(default_factory=_default_consumer)
     """Unique per process and subscription unless given; a restart that reuses a name
     gets back what that consumer held."""
-
-    def __post_init__(self) -> None:
-        for what in ("group", "consumer"):
-            value = getattr(self, what)
-            if not isinstance(value, str) or not value:
-                raise ConfigurationError(
-                    f"MemorySubscription.{what} must be a non-empty str, got {value!r}"
-                )
 
 
 def parse_memory_url(url: str) -> str:
@@ -215,15 +208,7 @@ class MemoryBroker:
             raise ConfigurationError(
                 f"{self.url} needs a MemorySubscription, got {type(subscription).__name__}"
             )
-        if isinstance(streams, str) or not streams or not all(_is_name(s) for s in streams):
-            raise ConfigurationError(
-                f"streams for group {subscription.group!r} must be a non-empty sequence of "
-                f"non-empty str, got {streams!r}"
-            )
-        if len(set(streams)) != len(streams):
-            raise ConfigurationError(
-                f"streams for group {subscription.group!r} repeat: {streams!r}"
-            )
+        streams = check_streams(streams, f"streams of group {subscription.group!r}")
         self._check_open(f"consume streams {', '.join(streams)} in group {subscription.group!r}")
         consumer = MemoryConsumer(
             self, self._store, subscription.group, subscription.consumer, streams, handler
@@ -255,8 +240,11 @@ class MemoryBroker:
             held = dict.fromkeys(seen, 0)
             for p in pending:
                 held[p.consumer] = held.get(p.consumer, 0) + 1
+            beats = {c: until >= now for (g, c), until in store.alive.items() if g == name}
             consumers = [
-                ConsumerInfo(c, n, now - seen.get(c, now)) for c, n in held.items() if c != RELEASED
+                ConsumerInfo(c, n, now - seen.get(c, now), beats.get(c))
+                for c, n in held.items()
+                if c != RELEASED
             ]
             counters = target.counters[name]
             oldest = min((p.key[0] for p in pending), default=None)
@@ -349,10 +337,6 @@ class MemoryBroker:
             raise BrokerClosed(f"cannot {operation}: the broker {self.url} is closed")
 
 
-def _is_name(value: object) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
 def _trim(stream: Stream, *, dry_run: bool) -> int:
     # Without a group, nothing is known to be acknowledged: jobs published before the
     # first worker must survive.
@@ -375,4 +359,5 @@ _CAPABILITIES = Capabilities(
     release=True,
     admin=True,
     process_local=True,
+    liveness=True,
 )

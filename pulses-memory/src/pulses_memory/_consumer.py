@@ -26,8 +26,10 @@ from pulses_memory._store import Counters, Group, Pending, Store, Stream
 if TYPE_CHECKING:
     from pulses_memory._broker import MemoryBroker
 
-__all__ = ["RELEASED", "MemoryConsumer"]
+__all__ = ["FORGET_DEAD_MS", "RELEASED", "MemoryConsumer"]
 
+FORGET_DEAD_MS = 60_000
+"""A consumer whose heartbeat lapsed this long ago and that holds nothing is removed."""
 RELEASED = "(released)"
 """The pseudo-consumer that holds released messages, idle since forever, for any reclaim."""
 _LONG_AGO = -(2**62)
@@ -142,6 +144,8 @@ class MemoryConsumer:
         out: list[Envelope] = []
         if self._recovery:
             self._recover(max_count, now, out)
+            if out:
+                return out
         n = len(sources)
         start = self._turn
         self._turn = (start + 1) % n
@@ -189,8 +193,10 @@ class MemoryConsumer:
         }
 
     def _recover(self, max_count: int, now: int, out: list[Envelope]) -> None:
+        # What a previous life held was delivered before: each is a suspect, handed out
+        # alone (the fetch returns it by itself).
         recovery = self._recovery
-        while recovery and len(out) < max_count:
+        while recovery and not out:
             where = next(iter(recovery))
             logical, stream, group = recovery.pop(where)
             entry_id = where[1]
@@ -286,10 +292,17 @@ class MemoryConsumer:
             p.delivered_ms = _LONG_AGO
             p.count -= 1
 
-    async def reclaim(self, min_idle_ms: int, max_count: int) -> Reclaimed:
+    async def heartbeat(self, ttl_ms: int) -> None:
+        self._check_open("heartbeat")
+        store = self._store
+        store.alive[self._group, self._name] = store.clock.now_ms() + ttl_ms
+
+    async def reclaim(self, min_idle_ms: int, max_count: int, *, grace_ms: int = 0) -> Reclaimed:
         self._check_open("reclaim")
-        now = self._store.clock.now_ms()
+        store = self._store
+        now = store.clock.now_ms()
         name = self._name
+        dead = self._dead(now - grace_ms)
         out: list[Envelope] = []
         vanished: list[str] = []
         for pair in self._resolve():
@@ -298,21 +311,47 @@ class MemoryConsumer:
                 for entry_id, p in list(pending.items()):
                     if len(out) >= max_count:
                         break
-                    if now - p.delivered_ms < min_idle_ms:
+                    if now - p.delivered_ms < min_idle_ms and p.consumer not in dead:
                         continue
                     entry = stream.entries.get(p.key)
                     if entry is None:
                         del pending[entry_id]
                         vanished.append(entry_id)
                         continue
+                    if p.count >= 1 and out:
+                        # A suspect (delivered before, never settled) comes alone.
+                        return Reclaimed(out, vanished)
                     p.consumer = name
                     p.count += 1
                     p.delivered_ms = now
                     self._recovery.pop((stream.key, entry_id), None)  # this life's now
                     out.append(stream.envelope(entry_id, entry[1], logical, p.count, p.key))
-                if out:
                     group.consumers[name] = now
+                    if p.count > 1:
+                        return Reclaimed(out, vanished)
+        self._forget(dead, now)
         return Reclaimed(out, vanished)
+
+    def _dead(self, before_ms: int) -> set[str]:
+        """Consumers of this group whose heartbeat lapsed before ``before_ms``."""
+        group = self._group
+        return {
+            c for (g, c), until in self._store.alive.items() if g == group and until < before_ms
+        }
+
+    def _forget(self, dead: set[str], now: int) -> None:
+        """Remove consumers dead for FORGET_DEAD_MS that hold nothing, so that stats
+        do not list them forever."""
+        alive, group_name = self._store.alive, self._group
+        for consumer in dead:
+            if now - alive[group_name, consumer] < FORGET_DEAD_MS:
+                continue
+            groups = [g for pair in self._resolve() for _, _, g in pair]
+            if any(p.consumer == consumer for g in groups for p in g.pending.values()):
+                continue
+            for g in groups:
+                g.consumers.pop(consumer, None)
+            del alive[group_name, consumer]
 
     # -- closing ----------------------------------------------------------------------
 

@@ -133,21 +133,42 @@ class Stream:
     def envelope(
         self, entry_id: str, fields: Sequence[bytes], logical: str, count: int, key: Key
     ) -> Envelope:
+        """The delivery of an entry whose group delivery count is now ``count``: one
+        above 1 means an earlier delivery was never settled (a suspect)."""
         payload, headers, prior, enqueued = decode_fields(fields)
         source = None if self.key == logical else self.key
         return Envelope(
-            entry_id, logical, payload, headers, prior + count, enqueued or key[0], fields, source
+            entry_id,
+            logical,
+            payload,
+            headers,
+            prior + count,
+            enqueued or key[0],
+            fields,
+            source,
+            suspect=count > 1,
         )
 
 
 class Store:
     """Every stream of one broker name, the clock they run on, and the fetches waiting."""
 
-    __slots__ = ("__weakref__", "clock", "name", "retries", "streams", "tickets", "waiters")
+    __slots__ = (
+        "__weakref__",
+        "alive",
+        "clock",
+        "name",
+        "retries",
+        "streams",
+        "tickets",
+        "waiters",
+    )
 
     def __init__(self, name: str, clock: Clock) -> None:
         self.name = name
         self.clock = clock
+        self.alive: dict[tuple[str, str], int] = {}
+        """(group, consumer) → until when (clock ms) its last heartbeat holds."""
         self.streams: dict[str, Stream] = {}
         self.retries: dict[str, Stream] = {}
         self.waiters: dict[str, set[asyncio.Future[None]]] = {}

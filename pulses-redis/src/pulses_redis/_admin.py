@@ -109,8 +109,11 @@ class AdminFacet:
                 ("XPENDING", keys.retry, group),
                 ("XINFO", "CONSUMERS", stream, group),
                 ("XINFO", "CONSUMERS", keys.retry, group),
+                ("HGETALL", keys.heartbeats),
+                ("TIME",),
             ],
         )
+        *rest, beats, now = rest
         for result in (counts, delayed):
             if isinstance(result, Exception):
                 raise result
@@ -127,6 +130,12 @@ class AdminFacet:
             first_ms = min(int(i.split("-")[0]) for i in oldest_ids)
             oldest = max(0, int(time.time() * 1000) - first_ms)
         consumers: dict[str, ConsumerInfo] = {}
+        alive: dict[str, bool] = {}
+        if not isinstance(beats, Exception) and not isinstance(now, Exception):
+            now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+            alive = {
+                k.decode(errors="replace"): int(v) >= now_ms for k, v in _pairs(beats).items()
+            }
         for entries in _ok(rest[2:]):
             for entry in entries:
                 c = _pairs(entry)
@@ -136,7 +145,7 @@ class AdminFacet:
                 if seen is not None:
                     pending_c += seen.pending
                     idle = min(idle, seen.idle_ms)
-                consumers[name] = ConsumerInfo(name, pending_c, idle)
+                consumers[name] = ConsumerInfo(name, pending_c, idle, alive.get(name))
         return GroupStats(
             group=group,
             acked=counters.get("acked", 0),

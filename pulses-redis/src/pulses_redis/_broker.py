@@ -11,7 +11,14 @@ from typing import Self
 
 from redis.asyncio import Redis
 
-from pulses import Capabilities, ConfigurationError, Subscription, check_publish, encode_fields
+from pulses import (
+    Capabilities,
+    ConfigurationError,
+    Subscription,
+    check_publish,
+    check_streams,
+    encode_fields,
+)
 from pulses_redis._admin import AdminFacet
 from pulses_redis._connection import Connection, client_from_url
 from pulses_redis._consumer import RedisConsumer
@@ -28,6 +35,7 @@ _CAPABILITIES = Capabilities(
     extend=True,
     release=True,
     admin=True,
+    liveness=True,
     max_payload_bytes=512 * 1024 * 1024,
 )
 
@@ -47,14 +55,6 @@ class RedisSubscription(Subscription["RedisBroker"]):
 
     group: str
     consumer: str = field(default_factory=default_consumer_name)
-
-    def __post_init__(self) -> None:
-        for name in ("group", "consumer"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise ConfigurationError(
-                    f"RedisSubscription.{name} must be a non-empty str, got {value!r}"
-                )
 
 
 class RedisBroker(AdminFacet):
@@ -147,10 +147,7 @@ class RedisBroker(AdminFacet):
             raise ConfigurationError(
                 f"RedisBroker.consumer needs a RedisSubscription, got {type(subscription).__name__}"
             )
-        if isinstance(streams, str) or not streams or not all(streams):
-            raise ConfigurationError(
-                f"RedisBroker.consumer needs a sequence of stream names, got {streams!r}"
-            )
+        streams = check_streams(streams, f"streams of group {subscription.group!r}")
         return RedisConsumer(
             self._conn, subscription.group, subscription.consumer, streams, handler
         )

@@ -31,9 +31,11 @@ from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
 from pulses_redis._packed import pack, unpack
 from pulses_redis._scripts import (
     ACK,
+    BEAT,
     CLAIM_OWN,
     DEAD_LETTER,
     DELETE_CONSUMER,
+    FORGET,
     MOVE_DUE,
     READ,
     RECLAIM,
@@ -54,11 +56,17 @@ _MOVE_EVERY = 0.1
 _MOVE_LIMIT = 1000
 _RELEASED_IDLE_MS = 10**12
 """Only released entries are this idle: release sets their delivery time to 1970."""
+_NEVER = 10**15
+"""A grace (ms) that no lapsed heartbeat exceeds."""
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _CHUNK = 1000
+"""Ids per script call: Lua's unpack() has a stack limit of a few thousand values."""
 _SHARED_READ_MIN = 64
 """From this many slots on, a fetch reads each key for its share with plain XREADGROUPs."""
-"""Ids per script call: Lua's unpack() has a stack limit of a few thousand values."""
+FORGET_DEAD_MS = 60_000
+"""A consumer whose heartbeat lapsed this long ago and that holds nothing is removed."""
+_FORGET_EVERY = 10.0
+"""Seconds between two looks for such consumers, piggy-backed on reclaim."""
 
 
 class _Read:
@@ -104,6 +112,10 @@ class RedisConsumer:
         self._held: dict[str, set[str]] = {r.key: set() for r in self._reads}
         self._stash: deque[Envelope] = deque()
         self._recovering = True
+        self._restarted = True
+        """Until the first recovery is through, what this name holds is a previous
+        life's: each recovered entry counts one more delivery (a suspect)."""
+        self._next_forget = 0.0
         self._rotation = 0
         self._next_move = 0.0
         self._wake_at = math.inf
@@ -177,8 +189,22 @@ class RedisConsumer:
             return []
         if self._stash:
             return [self._stash.popleft() for _ in range(min(max_count, len(self._stash)))]
-        result: list[Envelope] = await self._healing("fetching", self._fetch, max_count, block_ms)
+        try:
+            result: list[Envelope] = await self._healing(
+                "fetching", self._fetch, max_count, block_ms
+            )
+        except Exception:
+            # The reply may have been lost after the server took entries for us: they
+            # sit in our pending list, where no neighbour takes them while we are alive.
+            # Read that list again before anything new.
+            self._recover_again()
+            raise
         return result
+
+    def _recover_again(self) -> None:
+        self._recovering = True
+        for read in self._reads:
+            read.cursor = "-"
 
     async def _fetch(self, max_count: int, block_ms: int) -> list[Envelope]:
         if self._recovering:
@@ -220,7 +246,9 @@ class RedisConsumer:
     async def _released(self, max_count: int) -> list[Envelope]:
         """What a stopping consumer released, taken along with the mover's runs: the
         promise is "at once", and the next reclaim may be half a claim_idle away."""
-        return list((await self._reclaim(_RELEASED_IDLE_MS, max_count, self._reads)).envelopes)
+        # Only released entries are this idle; dead consumers are the reclaimer's.
+        reclaimed = await self._reclaim(_RELEASED_IDLE_MS, max_count, _NEVER, self._reads)
+        return list(reclaimed.envelopes)
 
     async def _read(self, reads: list[_Read], max_count: int, move: bool) -> list[Envelope]:
         """One round trip: the mover when asked, then a non-blocking fair read."""
@@ -295,23 +323,44 @@ class RedisConsumer:
                 payload, headers, prior, enqueued = decode_fields(raw)
                 eid = entry_id.decode()
                 ids.add(eid)
-                deliveries = prior + (counts[i] if counts else 1)
+                # A group delivery count above 1: an earlier delivery never settled.
+                count = counts[i] if counts else 1
                 out.append(
-                    Envelope(eid, stream, payload, headers, deliveries, enqueued, raw, source)
+                    Envelope(
+                        eid,
+                        stream,
+                        payload,
+                        headers,
+                        prior + count,
+                        enqueued,
+                        raw,
+                        source,
+                        suspect=count > 1,
+                    )
                 )
         return out
 
     async def _recover(self, max_count: int) -> list[Envelope]:
-        """Own pending entries left by a previous life of this consumer name, once."""
+        """Own pending entries this consumer does not hold: a previous life's after a
+        restart (a suspect at a time), or a failed fetch's."""
         client, out = self._conn.client, list[Envelope]()
+        increment = int(self._restarted)
         for read in self._reads:
             while read.cursor is not None and len(out) < max_count:
                 want = max_count - len(out)
-                entries, counts, vanished, scanned, last = await run_script(
+                entries, counts, vanished, done, last, stopped = await run_script(
                     client,
                     RECOVER,
                     [read.key],
-                    [self._group, self._name, read.cursor, want, *self._held[read.key]],
+                    [
+                        self._group,
+                        self._name,
+                        read.cursor,
+                        want,
+                        increment,
+                        int(not out),
+                        *self._held[read.key],
+                    ],
                 )
                 out += self._envelopes([(read.key.encode(), entries)], counts)
                 if vanished:
@@ -323,8 +372,15 @@ class RedisConsumer:
                         len(vanished),
                         read.stream,
                     )
-                read.cursor = "(" + last.decode() if scanned >= want else None
+                if done:
+                    read.cursor = None
+                elif last:
+                    read.cursor = "(" + last.decode()
+                if stopped:  # at a suspect, which comes alone: this fetch is complete
+                    return out
         self._recovering = any(r.cursor is not None for r in self._reads)
+        if not self._recovering:
+            self._restarted = False
         return out
 
     # -- settle -------------------------------------------------------------------
@@ -469,24 +525,49 @@ class RedisConsumer:
         for env in envelopes:
             self._held[env.source].discard(env.id)
 
-    async def reclaim(self, min_idle_ms: int, max_count: int) -> Reclaimed:
+    async def heartbeat(self, ttl_ms: int) -> None:
+        self._check("heartbeat")
+        commands = [BEAT.call([keys.heartbeats], [self._name, ttl_ms]) for keys in self._keys]
+        async with self._scope("sending a heartbeat"):
+            for result in await run_pipeline(self._conn.client, commands):
+                if isinstance(result, Exception):
+                    raise result
+
+    async def reclaim(self, min_idle_ms: int, max_count: int, *, grace_ms: int = 0) -> Reclaimed:
         self._check("reclaim")
-        result: Reclaimed = await self._healing("reclaiming", self._reclaim, min_idle_ms, max_count)
+        result: Reclaimed = await self._healing(
+            "reclaiming", self._reclaim, min_idle_ms, max_count, grace_ms
+        )
+        if time.monotonic() >= self._next_forget:
+            self._next_forget = time.monotonic() + _FORGET_EVERY
+            commands = [
+                FORGET.call([k.stream, k.retry, k.heartbeats], [self._group, FORGET_DEAD_MS])
+                for k in self._keys
+            ]
+            async with self._scope("removing dead consumers"):
+                await run_pipeline(self._conn.client, commands)
         return result
 
     async def _reclaim(
-        self, min_idle_ms: int, max_count: int, reads: list[_Read] | None = None
+        self, min_idle_ms: int, max_count: int, grace_ms: int, reads: list[_Read] | None = None
     ) -> Reclaimed:
         got: list[Envelope] = []
         vanished: list[str] = []
         for read in reads or self._rotated():
-            if len(got) >= max_count:
+            if len(got) >= max_count or (got and got[-1].suspect):
                 break
             claimed, counts, gone = await run_script(
                 self._conn.client,
                 RECLAIM,
-                [read.key],
-                [self._group, self._name, min_idle_ms, max_count - len(got)],
+                [read.key, read.keys.heartbeats],
+                [
+                    self._group,
+                    self._name,
+                    min_idle_ms,
+                    max_count - len(got),
+                    grace_ms,
+                    int(not got),  # a suspect comes alone
+                ],
             )
             got += self._envelopes([(read.key.encode(), claimed)], counts)
             vanished += [entry_id.decode() for entry_id in gone]
@@ -505,7 +586,8 @@ class RedisConsumer:
                 await self._release(list(self._stash))
                 self._stash.clear()
             commands = [
-                DELETE_CONSUMER.call([r.key], [self._group, self._name]) for r in self._reads
+                DELETE_CONSUMER.call([k.stream, k.retry, k.heartbeats], [self._group, self._name])
+                for k in self._keys
             ]
             async with self._scope("closing the consumer"):
                 await run_pipeline(self._conn.client, commands)

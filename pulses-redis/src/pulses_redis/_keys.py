@@ -5,12 +5,13 @@ delayed retries and counters) share the stream's hash tag, so scripts that touch
 stream and its companions stay in one Redis Cluster slot: ``{orders}`` →
 ``{orders}:dead``; a stream without a tag gets one: ``emails`` → ``{emails}:dead``.
 (``emails`` and ``{emails}`` therefore share their companion keys; don't use both.)
-A name with a ``}`` but no tag (``a}b``) cannot have companions in its slot: refused.
+A name with a ``}`` but no tag (``a}b``) cannot have companions in its slot: the name
+rule of ``pulses.check_name`` refuses it on every broker.
 """
 
 from __future__ import annotations
 
-from pulses import ConfigurationError
+from pulses import check_name
 
 __all__ = ["RELEASED_CONSUMER", "StreamKeys", "hash_tag_base"]
 
@@ -35,21 +36,25 @@ def hash_tag_base(stream: str) -> str:
     A stream without a tag is hashed whole, so its companions need the tag ``{stream}``,
     which holds the whole name only if it has no ``}``: such names are refused.
     """
+    check_name("stream", stream, "stream")
     if _hash_tag(stream) is not None:
         return stream
-    if "}" in stream:
-        raise ConfigurationError(
-            f"stream name {stream!r} has a '}}' but no hash tag: its dead letters, delayed "
-            "and retry keys could not share its Redis Cluster slot; drop the '}' or give "
-            "it a tag like '{orders}'"
-        )
     return "{" + stream + "}"
 
 
 class StreamKeys:
     """The keys of one stream and of one consumer group on it."""
 
-    __slots__ = ("counts", "dead", "delayed", "group", "retry", "retry_delayed", "stream")
+    __slots__ = (
+        "counts",
+        "dead",
+        "delayed",
+        "group",
+        "heartbeats",
+        "retry",
+        "retry_delayed",
+        "stream",
+    )
 
     def __init__(self, stream: str, group: str = "") -> None:
         base = hash_tag_base(stream)
@@ -65,3 +70,6 @@ class StreamKeys:
         """Retries of this group waiting for their time (a sorted set)."""
         self.counts = f"{base}:counts:{group}"
         """acked / dropped / dead_lettered counters of this group (a hash)."""
+        self.heartbeats = f"{base}:alive:{group}"
+        """Consumer name → until when (Redis time, ms) its last heartbeat holds (a hash);
+        serves the stream and the retry stream alike."""

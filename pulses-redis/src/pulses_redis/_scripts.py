@@ -23,9 +23,11 @@ from pulses_redis._packed import PACK_ABOVE, PACKED
 
 __all__ = [
     "ACK",
+    "BEAT",
     "CLAIM_OWN",
     "DEAD_LETTER",
     "DELETE_CONSUMER",
+    "FORGET",
     "MOVE_DUE",
     "PURGE",
     "READ",
@@ -174,31 +176,43 @@ return next_due
 RECOVER = Script(
     "recover",
     """
--- A consumer's own pending entries after a restart, each counted as one more delivery,
--- exactly: XREADGROUP ... 0 would raise the count of every entry of the batch.
--- KEYS: stream. ARGV: group, consumer, start (inclusive, or '(' id), count, ids to skip
--- (held by this very consumer)... Returns {entries, counts, vanished ids, scanned, last id}.
+-- This consumer's own pending entries that it does not hold: after a restart, what its
+-- previous life held (each one more delivery, and a suspect); after a failed fetch, what
+-- that fetch may have taken (counts unchanged). A read of the own pending list
+-- (XREADGROUP ... 0) would raise the count of every entry of the batch instead.
+-- A suspect (count above 1) comes alone: the call stops before one when it has others.
+-- KEYS: stream. ARGV: group, consumer, start (inclusive, or '(' id), count, increment
+-- (1 or 0), '1' when a suspect may come (the caller has nothing yet), ids to skip (held
+-- by this very consumer)...
+-- Returns {entries, counts, vanished ids, done (1 when nothing is left), last id looked at
+-- ('' for none), 1 when it stopped at a suspect (with it, or before it)}.
+local group, me, want, inc = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
 local skip = {}
-for i = 5, #ARGV do skip[ARGV[i]] = true end
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', tonumber(ARGV[4]), ARGV[2])
+local taken = ARGV[6] == '1' and 0 or 1  -- entries this fetch has: a suspect needs 0
+for i = 7, #ARGV do skip[ARGV[i]] = true end
+local pending = redis.call('XPENDING', KEYS[1], group, ARGV[3], '+', want, me)
 local entries, counts, vanished = {}, {}, {}
+local last = ''
+local done = #pending < want and 1 or 0
 for _, p in ipairs(pending) do
   local id = p[1]
+  local count = p[4] + inc
   if not skip[id] then
     local entry = redis.call('XRANGE', KEYS[1], id, id)
     if #entry == 0 then
-      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('XACK', KEYS[1], group, id)
       vanished[#vanished + 1] = id
     else
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'RETRYCOUNT', p[4] + 1, 'JUSTID')
+      if count > 1 and #entries + taken > 0 then return {entries, counts, vanished, 0, last, 1} end
+      redis.call('XCLAIM', KEYS[1], group, me, 0, id, 'RETRYCOUNT', count, 'JUSTID')
       entries[#entries + 1] = entry[1]
-      counts[#counts + 1] = p[4] + 1
+      counts[#counts + 1] = count
+      if count > 1 then return {entries, counts, vanished, 0, id, 1} end
     end
   end
+  last = id
 end
-local last = ''
-if #pending > 0 then last = pending[#pending][1] end
-return {entries, counts, vanished, #pending, last}
+return {entries, counts, vanished, done, last, 0}
 """,
 )
 
@@ -237,48 +251,121 @@ return out
 
 RECLAIM = Script(
     "reclaim",
-    """
--- Entries idle longer than min_idle in any consumer of the group, with exact delivery
--- counts. XPENDING's IDLE filter reaches idle entries behind any number of fresh ones;
--- entries deleted from the stream are acked and reported once instead of claimed.
--- One call looks at no more than count + 1000 pending entries, so a trimmed backlog of
--- any size blocks the server for a bounded time; the next call goes on (what this one
--- acked has left the pending list). XCLAIM takes 1000 ids at a time: unpack() has a
--- limit of a few thousand values.
--- KEYS: stream. ARGV: group, consumer, min_idle, count.
--- Returns {claimed entries, their counts, vanished ids}.
-local group, me, min_idle, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+    _PRELUDE
+    + """
+-- Take over messages of other consumers: every one held by a consumer whose heartbeat
+-- lapsed more than grace ms ago, then those idle longer than min_idle in any consumer,
+-- with exact delivery counts. A suspect (delivered before and never settled: a count
+-- above 1 after this claim) comes alone; released entries (count lowered) do not.
+-- XPENDING's IDLE filter reaches idle entries behind any number of fresh ones; entries
+-- deleted from the stream are acked and reported once instead of claimed. One call
+-- looks at no more than count + 1000 pending entries, so a trimmed backlog of any size
+-- blocks the server for a bounded time; the next call goes on.
+-- KEYS: stream, heartbeats. ARGV: group, consumer, min_idle, count, grace, '1' when a
+-- suspect may come (the caller has nothing yet). Returns {claimed entries, their
+-- counts, vanished ids}.
+local group, me = ARGV[1], ARGV[2]
+local min_idle, want, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local taken = ARGV[6] == '1' and 0 or 1  -- what the caller has: a suspect needs 0
+local now = now_ms()
 local ids, counts, vanished = {}, {}, {}
-local start = '-'
 local budget = want + 1000
-while #ids < want and budget > 0 do
-  local page = math.min(math.max(want - #ids, 100), budget)
-  local batch = redis.call('XPENDING', KEYS[1], group, 'IDLE', min_idle, start, '+', page)
-  budget = budget - #batch
-  for _, p in ipairs(batch) do
-    local id = p[1]
-    if #ids < want then
-      if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
-        redis.call('XACK', KEYS[1], group, id)
-        vanished[#vanished + 1] = id
-      else
-        ids[#ids + 1] = id
-        counts[#counts + 1] = p[4] + 1
+local open = true  -- false once the batch is complete
+local function take(p)
+  budget = budget - 1
+  local id = p[1]
+  if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+    redis.call('XACK', KEYS[1], group, id)
+    vanished[#vanished + 1] = id
+  else
+    local suspect = p[4] > 0
+    if suspect and #ids + taken > 0 then
+      open = false
+    else
+      ids[#ids + 1] = id
+      counts[#counts + 1] = p[4] + 1
+      open = not suspect and #ids < want
+    end
+  end
+  if budget <= 0 then open = false end
+end
+local summary = redis.call('XPENDING', KEYS[1], group)
+if summary[1] > 0 then
+  for _, holder in ipairs(summary[4]) do
+    local name = holder[1]
+    local expiry = tonumber(redis.call('HGET', KEYS[2], name))
+    if open and name ~= me and expiry and expiry + grace < now then
+      local start = '-'
+      while open do
+        local page = redis.call('XPENDING', KEYS[1], group, start, '+', 100, name)
+        for _, p in ipairs(page) do
+          if open then take(p) end
+          start = '(' .. p[1]
+        end
+        if #page < 100 then break end
       end
     end
-    start = '(' .. id
+  end
+end
+local start = '-'
+while open do
+  local page = math.min(math.max(want - #ids, 100), budget)
+  local batch = redis.call('XPENDING', KEYS[1], group, 'IDLE', min_idle, start, '+', page)
+  for _, p in ipairs(batch) do
+    if open then take(p) end
+    start = '(' .. p[1]
   end
   if #batch < page then break end
 end
+-- One script: nothing changed since XPENDING, so no idle time needs checking again.
 local claimed = {}
 for i = 1, #ids, 1000 do
   local last = math.min(i + 999, #ids)
-  for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], group, me, min_idle,
-                                    unpack(ids, i, last))) do
+  for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], group, me, 0, unpack(ids, i, last))) do
     claimed[#claimed + 1] = entry
   end
 end
 return {claimed, counts, vanished}
+""",
+)
+
+BEAT = Script(
+    "beat",
+    _PRELUDE
+    + """
+-- A consumer says it is alive. KEYS: heartbeats. ARGV: consumer, ttl (ms).
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now_ms() + tonumber(ARGV[2])))
+return 1
+""",
+)
+
+FORGET = Script(
+    "forget",
+    _PRELUDE
+    + """
+-- Remove consumers whose heartbeat lapsed more than forget ms ago and that hold nothing,
+-- from the group on the stream and on its retry stream, so info stops listing them.
+-- KEYS: stream, retry stream, heartbeats. ARGV: group, forget (ms). Returns how many.
+local group, forget = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local beats = redis.call('HGETALL', KEYS[3])
+local removed = 0
+for i = 1, #beats, 2 do
+  local name, expiry = beats[i], tonumber(beats[i + 1])
+  if expiry + forget < now then
+    local holds = false
+    for k = 1, 2 do
+      local p = redis.pcall('XPENDING', KEYS[k], group, '-', '+', 1, name)
+      if type(p) == 'table' and p['err'] == nil and #p > 0 then holds = true end
+    end
+    if not holds then
+      for k = 1, 2 do redis.pcall('XGROUP', 'DELCONSUMER', KEYS[k], group, name) end
+      redis.call('HDEL', KEYS[3], name)
+      removed = removed + 1
+    end
+  end
+end
+return removed
 """,
 )
 
@@ -350,12 +437,17 @@ end
 DELETE_CONSUMER = Script(
     "delete_consumer",
     """
--- Remove a consumer from its group only when it owns nothing.
--- KEYS: stream. ARGV: group, consumer.
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
-if pending['err'] or #pending > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+-- Remove a consumer from its group, on the stream and on its retry stream, and its
+-- heartbeat, only when it holds nothing in either: what it holds is taken over once
+-- its heartbeat lapses. KEYS: stream, retry stream, heartbeats. ARGV: group, consumer.
+for k = 1, 2 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    local pending = redis.pcall('XPENDING', KEYS[k], ARGV[1], '-', '+', 1, ARGV[2])
+    if pending['err'] or #pending > 0 then return 0 end
+  end
+end
+for k = 1, 2 do redis.pcall('XGROUP', 'DELCONSUMER', KEYS[k], ARGV[1], ARGV[2]) end
+redis.call('HDEL', KEYS[3], ARGV[2])
 return 1
 """,
 )
@@ -392,6 +484,8 @@ _ALL = (
     MOVE_DUE,
     RECOVER,
     RECLAIM,
+    BEAT,
+    FORGET,
     CLAIM_OWN,
     TRIM,
     DELETE_CONSUMER,

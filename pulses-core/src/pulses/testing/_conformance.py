@@ -29,7 +29,7 @@ import pytest_asyncio
 
 from pulses._broker import Broker, Consumer, DeadLetterRecord, StreamAdmin
 from pulses._envelope import Envelope
-from pulses._errors import BrokerClosed, PulsesError, SettleError, Unsupported
+from pulses._errors import BrokerClosed, InvalidName, PulsesError, SettleError, Unsupported
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses.testing._harness import BrokerHarness
 
@@ -523,20 +523,30 @@ class BrokerConformance:
         c2 = await _ready(broker, names.g, "c2", names.s)
         ids = await broker.publish_many(names.s, [str(i).encode() for i in range(300)])
         got = await _fetch_n(c1, 300)
-        await harness.advance(PAST_IDLE_MS)
-        # The first 290 stay fresh; the last 10 sit idle behind them.
-        await c1.extend(got[:290])
+        # Released messages are no suspects: a reclaim takes up to max_count of them.
+        await c1.release(got[280:290])
         first = (await c2.reclaim(IDLE_MS, 4)).envelopes
         assert len(first) == 4
+        assert not any(e.suspect for e in first)
+        await _settle(c2, *[(e, Ack()) for e in first])
+        await harness.advance(PAST_IDLE_MS)
+        # The first 280 stay fresh; the last 10 sit idle behind them, and each of those
+        # was delivered before: a suspect, which comes alone.
+        await c1.extend(got[:280])
         rest: list[Envelope] = []
-        for _ in range(10):
+        for _ in range(30):
             batch = (await c2.reclaim(IDLE_MS, 4)).envelopes
             assert len(batch) <= 4
             if not batch:
                 break
+            if any(e.suspect for e in batch):
+                assert len(batch) == 1, "a suspect must come alone"
             rest += batch
-        assert sorted(_ids([*first, *rest])) == sorted(ids[290:])
-        assert all(e.deliveries == 2 for e in [*first, *rest])
+            await _settle(c2, *[(e, Ack()) for e in batch])
+        assert sorted(_ids([*first, *rest])) == sorted(ids[280:])
+        by_id = {e.id: e for e in [*first, *rest]}
+        assert all(by_id[i].deliveries == 1 and not by_id[i].suspect for i in ids[280:290])
+        assert all(by_id[i].deliveries == 2 and by_id[i].suspect for i in ids[290:])
 
     async def test_a_restarted_consumer_gets_back_its_own_pending_messages_once(
         self, harness: BrokerHarness, broker: Broker[Any], names: _Names
@@ -548,14 +558,19 @@ class BrokerConformance:
         restarted_broker = await harness.connect()
         try:
             restarted = await _ready(restarted_broker, names.g, "c1", names.s)
-            # No idle time has passed: these come back because they were this name's.
-            back = [*await restarted.fetch(2, 0), *await restarted.fetch(10, 0)]
+            # No idle time has passed: these come back because they were this name's,
+            # each a suspect, alone in its fetch.
+            back: list[Envelope] = []
+            for _ in range(3):
+                batch = await restarted.fetch(10, 0)
+                assert len(batch) == 1, f"a suspect comes alone, got {batch!r}"
+                back += batch
             assert sorted(_ids(back)) == sorted(ids)
-            assert all(e.deliveries == 2 for e in back)
+            assert all(e.deliveries == 2 and e.suspect for e in back)
             await _nothing(restarted)
             late = await broker.publish(names.s, b"new")
             [new] = await _fetch_n(restarted, 1)
-            assert (new.id, new.deliveries) == (late, 1)
+            assert (new.id, new.deliveries, new.suspect) == (late, 1, False)
             await _settle(restarted, *[(e, Ack()) for e in [*back, new]])
             await _nothing(restarted)
         finally:
@@ -800,3 +815,115 @@ class BrokerConformance:
         if secret:
             for text in shown:
                 assert secret not in text, text
+
+    # -- added after the first independent checks (27-30) ------------------------------
+
+    async def test_a_silent_consumers_messages_are_taken_over_and_a_live_ones_are_not(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        if not broker.capabilities.liveness:
+            pytest.skip(f"{broker.url} declares no liveness; idle times find dead consumers")
+        dies = await _ready(broker, names.g, "dies", names.s)
+        lives = await _ready(broker, names.g, "lives", names.s)
+        taker = await _ready(broker, names.g, "taker", names.s)
+        await dies.heartbeat(IDLE_MS)
+        await lives.heartbeat(100 * IDLE_MS)
+        await taker.heartbeat(100 * IDLE_MS)
+        ids = await broker.publish_many(names.s, [b"held by the dead", b"held by the living"])
+        [orphan] = await _fetch_n(dies, 1)
+        [running] = await _fetch_n(lives, 1)
+        long_idle = 100 * IDLE_MS
+        # Not yet lapsed: nothing is taken.
+        assert list((await taker.reclaim(long_idle, 10)).envelopes) == []
+        await harness.advance(PAST_IDLE_MS)
+        # Lapsed, but within the grace a caller gives after an outage: still nothing.
+        assert list((await taker.reclaim(long_idle, 10, grace_ms=long_idle)).envelopes) == []
+        [taken] = (await taker.reclaim(long_idle, 10)).envelopes
+        assert (taken.id, taken.deliveries, taken.suspect) == (ids[0], 2, True)
+        assert orphan.id == taken.id
+        # The living consumer's message is never taken by liveness ...
+        await lives.heartbeat(100 * IDLE_MS)
+        assert list((await taker.reclaim(long_idle, 10)).envelopes) == []
+        # ... but alive and stuck (idle past min_idle) it is.
+        [stuck] = (await taker.reclaim(IDLE_MS, 10)).envelopes
+        assert (stuck.id, stuck.deliveries) == (running.id, 2)
+        await _settle(taker, (taken, Ack()), (stuck, Ack()))
+        if admin := _admin(broker):
+            [group] = (await admin.stats(names.s)).groups
+            alive = {c.name: c.alive for c in group.consumers}
+            assert alive.get("dies") is False and alive.get("lives") is True, alive
+
+    async def test_suspects_come_alone_so_a_poison_raises_only_its_own_count(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        first = await _ready(broker, names.g, "first", names.s)
+        ids = await broker.publish_many(names.s, [b"poison", b"a", b"b", b"c"])
+        await _fetch_n(first, 4)  # ... and its process dies
+        await harness.advance(PAST_IDLE_MS)
+        second = await _ready(broker, names.g, "second", names.s)
+        [poison] = (await second.reclaim(IDLE_MS, 10)).envelopes  # ... and kills it too
+        assert (poison.id, poison.deliveries, poison.suspect) == (ids[0], 2, True)
+        await harness.advance(PAST_IDLE_MS)
+        third = await _ready(broker, names.g, "third", names.s)
+        seen: dict[str, int] = {}
+        for _ in range(10):
+            got = (await third.reclaim(IDLE_MS, 10)).envelopes
+            if not got:
+                break
+            assert len(got) == 1, f"suspects come alone, got {got!r}"
+            seen[got[0].id] = got[0].deliveries
+            await _settle(third, (got[0], Ack()))
+        # The poison's two deaths raised its own count twice; its batch-mates' once.
+        assert seen == {ids[0]: 3, ids[1]: 2, ids[2]: 2, ids[3]: 2}
+
+    @pytest.mark.parametrize(
+        "bad", ["a}b", "{}x", "x\ud800y", "", "line\nbreak", "nul\x00"], ids=repr
+    )
+    async def test_a_bad_name_is_refused_at_the_first_call_naming_the_argument(
+        self, broker: Broker[Any], names: _Names, bad: str
+    ) -> None:
+        calls: list[tuple[str, Any]] = [
+            ("stream", lambda: broker.publish(bad, b"x")),
+            ("stream", lambda: broker.publish_many(bad, [b"x"])),
+        ]
+        for where, call in calls:
+            with pytest.raises(InvalidName, match=where):
+                await call()
+        if "}" not in bad:  # a group or consumer name is no key: a '}' is fine there
+            with pytest.raises(InvalidName, match="group"):
+                broker.subscription(bad)
+            with pytest.raises(InvalidName, match="consumer"):
+                broker.subscription(names.g, consumer=bad)
+        with pytest.raises(InvalidName, match="streams"):
+            broker.consumer(broker.subscription(names.g), [names.s, bad], handler="h")
+        # A name with a hash tag, spaces or any printable Unicode is fine everywhere.
+        good = "{orders}:eü rope"
+        await broker.publish(good, b"x")
+        consumer = await _ready(broker, names.g, "c1", good)
+        assert [e.payload for e in await _fetch_n(consumer, 1)] == [b"x"]
+
+    async def test_foreign_fields_are_never_read_as_bookkeeping(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        lookalike = [
+            (b"payload", b"p"),
+            (b"deliveries", b"50"),
+            (b"headers", b'{"a": "b"}'),
+            (b"enqueued", b"5"),
+            (b"id", b"x"),
+        ]
+        entry_id = await harness.add_foreign(broker, names.s, lookalike)
+        [msg] = await _fetch_n(c1, 1)
+        assert (msg.id, msg.payload, dict(msg.headers), msg.deliveries) == (
+            entry_id,
+            b"p",
+            {},
+            1,
+        )
+        assert msg.fields == lookalike
+        assert msg.enqueued_ms != 5
+        await _settle(c1, (msg, Retry()))
+        [again] = await _fetch_n(c1, 1)
+        assert (again.payload, dict(again.headers), again.deliveries) == (b"p", {}, 2)
+        assert [f for f in again.fields if not f[0].startswith(b"pulses:")] == lookalike
