@@ -28,7 +28,7 @@ def test_broker_and_testing_names_are_pinned() -> None:
     import pulses_memory
     import pulses_redis
 
-    assert sorted(pulses.testing.__all__) == ["BrokerHarness", "run_until_drained"]
+    assert sorted(pulses.testing.__all__) == ["BrokerHarness", "Drain", "run_until_drained"]
     assert sorted(pulses.testing.conformance.__all__) == ["BrokerConformance", "BrokerHarness"]
     assert sorted(pulses_memory.__all__) == [
         "Clock", "ManualClock", "MemoryBroker", "MemoryConsumer", "MemorySubscription",
