@@ -24,6 +24,7 @@ from pulses._errors import (
     ConfigurationError,
     ConnectionLost,
     HandlerTimeout,
+    InvalidName,
     InvalidURL,
     PluginConflict,
     PulsesError,
@@ -33,11 +34,14 @@ from pulses._errors import (
 )
 from pulses._handler import Context, Handler
 from pulses._hookspecs import BrokerFactory, Register, hookimpl
+from pulses._names import check_name, check_streams
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses._plugins import connect, plugin_manager
 from pulses._policy import RetryPolicy
 from pulses._stats import HandlerStats, RunStats
 from pulses._urls import redact_url
+
+__version__ = "0.1.0"  # the same in pulses_memory and pulses_redis
 
 __all__ = [
     "Ack",
@@ -61,6 +65,7 @@ __all__ = [
     "Handler",
     "HandlerStats",
     "HandlerTimeout",
+    "InvalidName",
     "InvalidURL",
     "Outcome",
     "PluginConflict",
@@ -76,7 +81,9 @@ __all__ = [
     "Subscription",
     "UnknownScheme",
     "Unsupported",
+    "check_name",
     "check_publish",
+    "check_streams",
     "connect",
     "decode_fields",
     "encode_fields",
