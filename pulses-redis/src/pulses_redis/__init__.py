@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from pulses_redis._broker import RedisBroker, RedisSubscription
     from pulses_redis._consumer import RedisConsumer
 
+__version__ = "0.1.0"  # the same as pulses.__version__
+
 __all__ = ["RedisBroker", "RedisConsumer", "RedisSubscription"]
 
 
