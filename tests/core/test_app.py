@@ -29,7 +29,7 @@ def app() -> App[MemoryBroker]:
     [
         ({"STREAMS": ()}, "Job.STREAMS is empty"),
         ({"STREAMS": "jobs"}, "Job.STREAMS must be a tuple of stream names, got 'jobs'"),
-        ({"STREAMS": ("a", "")}, "Job.STREAMS holds ''"),
+        ({"STREAMS": ("a", "")}, "Job.STREAMS: a stream name must not be empty"),
         ({"STREAMS": ("a", "a")}, "Job.STREAMS names a stream twice"),
         ({"WORKERS": 0}, "Job.WORKERS must be an int >= 1, got 0"),
         ({"WORKERS": 2.5}, "Job.WORKERS must be an int >= 1, got 2.5"),

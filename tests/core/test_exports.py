@@ -8,10 +8,10 @@ def test_public_names_are_pinned() -> None:
         "Ack", "App", "Broker", "BrokerClosed", "BrokerError", "BrokerFactory",
         "CancellationToken", "Capabilities", "ConfigurationError", "ConnectionLost",
         "Consumer", "ConsumerInfo", "Context", "DeadLetter", "DeadLetterRecord", "Drop",
-        "Envelope", "GroupStats", "Handler", "HandlerStats", "HandlerTimeout", "InvalidURL",
+        "Envelope", "GroupStats", "Handler", "HandlerStats", "HandlerTimeout", "InvalidName", "InvalidURL",
         "Outcome", "PluginConflict", "PulsesError", "Reclaimed", "Register", "Retry",
         "RetryPolicy", "RunStats", "SettleError", "StreamAdmin", "StreamStats", "Subscription",
-        "UnknownScheme", "Unsupported", "check_publish", "connect", "decode_fields",
+        "UnknownScheme", "Unsupported", "check_name", "check_publish", "check_streams", "connect", "decode_fields",
         "encode_fields", "hookimpl", "plugin_manager", "redact_url",
         "redelivery_fields", "run_until_drained",
     ]  # fmt: skip

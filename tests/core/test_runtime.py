@@ -287,6 +287,59 @@ async def test_messages_of_a_dead_consumer_are_reclaimed_with_one_more_delivery(
     assert stats.reclaimed == 2
 
 
+async def test_a_dead_consumers_messages_are_taken_over_once_its_heartbeat_lapses(broker, stream):
+    await broker.publish_many(stream, [b"a", b"b"])
+    dead = broker.consumer(broker.subscription("g", consumer="dead"), [stream], handler="x")
+    await dead.ensure()
+    await dead.heartbeat(50)
+    assert len(await dead.fetch(10, 0)) == 2  # fetched, then the process "died"
+    handler = handler_class(ack(), stream)
+    # An idle time far beyond the test's deadline: only liveness can find them.
+    app = make_app(broker, claim_idle_ms=600_000, liveness_ms=150)
+    token = CancellationToken()
+    running = asyncio.create_task(app.register(handler()).run(token))
+    await wait_for(lambda: len(handler.calls) == 2)
+    token.cancel()
+    stats = (await running).total
+    assert sorted((m.payload, m.deliveries, m.suspect) for m in handler.calls) == [
+        (b"a", 2, True),
+        (b"b", 2, True),
+    ]
+    assert (stats.reclaimed, stats.isolated, stats.acked) == (2, 2, 2)
+
+
+async def test_suspects_run_alone_in_the_whole_app(broker, stream):
+    other = f"{stream}-other"
+    suspects = [f"suspect-{i}".encode() for i in range(4)]
+    await broker.publish_many(stream, suspects)
+    dead = broker.consumer(broker.subscription("g", consumer="dead"), [stream], handler="x")
+    await dead.ensure()
+    await dead.heartbeat(20)
+    assert len(await dead.fetch(10, 0)) == 4
+    await asyncio.sleep(0.05)  # past the dead consumer's heartbeat
+    running: list[Envelope] = []
+    overlaps: list[tuple[bytes, list[bytes]]] = []
+
+    async def track(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
+        running.append(msg)
+        if any(m.suspect for m in running) and len(running) > 1:
+            overlaps.append((msg.payload, [m.payload for m in running]))
+        await asyncio.sleep(0.005)
+        running.remove(msg)
+        return Ack()
+
+    first = handler_class(track, stream, WORKERS=8)
+    second = type("Second", (handler_class(track, other, WORKERS=8),), {})
+    await broker.publish_many(stream, [f"fresh-{i}".encode() for i in range(200)])
+    await broker.publish_many(other, [f"other-{i}".encode() for i in range(200)])
+    app = make_app(broker, liveness_ms=60).register(first(), second())
+    stats = (await run_until_drained(app)).total
+    assert overlaps == [], "a suspect ran beside other messages"
+    assert sorted(m.payload for m in first.calls if m.suspect) == suspects
+    assert stats.isolated == 4
+    assert stats.acked == 404
+
+
 async def test_a_message_that_kept_killing_its_process_is_dead_lettered_without_running(
     broker, stream
 ):

@@ -1,7 +1,8 @@
 """The memory broker against a plain model: every step of random use keeps the promises.
 
 Delivery counts are exact, no message is held by two consumers at once, every message
-is in exactly one state, and the broker's stats agree with the model after every step.
+is in exactly one state, suspects (delivered before and never settled) come alone, and
+the broker's stats agree with the model after every step.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class Message:
     # "acked", "dropped" or "dead"
     deliveries: int = 0
     """Deliveries so far; the next delivery carries one more."""
+    unsettled: int = 0
+    """Deliveries of its current entry (a retry starts a new one), less releases: the
+    next delivery is a suspect when this is above 0."""
     due: int = 0
     entry: tuple[str, str] = ("", "")
     """Where its current entry lives and its id there: a retry's entry lives elsewhere,
@@ -124,7 +128,8 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         }
         available = [p for p, m in self.messages.items() if self._available(m)]
         batch = self.run(self.consumers[name].fetch(n, 0))
-        assert len(batch) == min(n, len(recovering) + len(available))
+        # What a previous life held comes first, a suspect at a time.
+        assert len(batch) == (1 if recovering else min(n, len(available)))
         for envelope in batch:
             message = self.messages[envelope.payload]
             if envelope.payload in recovering:
@@ -147,8 +152,14 @@ class MemoryBrokerModel(RuleBasedStateMachine):
         }
         reclaimed = self.run(self.consumers[name].reclaim(min_idle, n))
         assert list(reclaimed.vanished) == []
-        assert len(reclaimed.envelopes) == min(n, len(idle))
-        for envelope in reclaimed.envelopes:
+        got = reclaimed.envelopes
+        assert len(got) <= min(n, len(idle))
+        if any(e.suspect for e in got):
+            assert len(got) == 1, got
+        elif len(got) < min(n, len(idle)):  # it stopped before a suspect
+            taken = {e.payload for e in got}
+            assert any(self.messages[p].unsettled > 0 for p in idle - taken)
+        for envelope in got:
             assert envelope.payload in idle
             message = self.messages[envelope.payload]
             assert (envelope.source, envelope.id) == message.entry
@@ -157,7 +168,9 @@ class MemoryBrokerModel(RuleBasedStateMachine):
 
     def _deliver(self, name: str, envelope: Envelope, message: Message) -> None:
         assert envelope.deliveries == message.deliveries + 1, (envelope, message)
+        assert envelope.suspect == (message.unsettled > 0), (envelope, message)
         message.deliveries += 1
+        message.unsettled += 1
         message.state = "pending"
         message.owner = name
         message.entry = (envelope.source, envelope.id)
@@ -189,6 +202,7 @@ class MemoryBrokerModel(RuleBasedStateMachine):
             message.state = "scheduled"
             message.due = self.clock.now_ms() + after
             message.deliveries = envelope.deliveries
+            message.unsettled = 0
             message.retry = True
         else:
             message.state = {"ack": "acked", "drop": "dropped", "dead": "dead"}[outcome]
@@ -210,6 +224,7 @@ class MemoryBrokerModel(RuleBasedStateMachine):
                 message.owner = RELEASED_OWNER
                 message.delivered_at = LONG_AGO
                 message.deliveries -= 1
+                message.unsettled -= 1
         self.held[name] = []
 
     # -- what must always hold -------------------------------------------------------

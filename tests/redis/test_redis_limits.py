@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from pulses import DeadLetter, Envelope, Outcome, PulsesError, Retry, SettleError
+from pulses import Ack, DeadLetter, Envelope, Outcome, PulsesError, Retry, SettleError
 from pulses_redis import RedisBroker, RedisConsumer
-from pulses_redis._keys import StreamKeys
+from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
 from redis_helpers import fetch_n, raw
 
 pytestmark = pytest.mark.redis
@@ -124,9 +124,19 @@ async def test_reclaim_takes_9000_messages_in_one_call(broker: RedisBroker, name
     await held_by_a_dead_consumer(broker, stream, 9000)
     live = broker.consumer(broker.subscription("g", consumer="live"), [stream], handler="H")
     await live.ensure()
+    # Delivered before, they are suspects and come one at a time ...
+    [suspect] = (await live.reclaim(0, 9000)).envelopes
+    assert (suspect.deliveries, suspect.suspect) == (2, True)
+    await live.settle([(suspect, Ack())])
+    # ... while released ones (handed back unstarted) come as many as asked.
+    pending = await raw(broker, "XPENDING", stream, "g", "-", "+", 9000, "dead")
+    ids = [p[0] for p in pending]
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        await raw(broker, "XCLAIM", stream, "g", RELEASED_CONSUMER, 0, *chunk, "RETRYCOUNT", 0)
     reclaimed = await live.reclaim(0, 9000)
-    assert len(reclaimed.envelopes) == 9000
-    assert {e.deliveries for e in reclaimed.envelopes} == {2}
+    assert len(reclaimed.envelopes) == 8999
+    assert {(e.deliveries, e.suspect) for e in reclaimed.envelopes} == {(1, False)}
 
 
 async def test_reclaim_looks_at_a_bounded_number_of_trimmed_entries_per_call(

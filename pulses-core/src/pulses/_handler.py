@@ -39,8 +39,9 @@ class Handler(ABC, Generic[B_contra]):
     """Messages fetched but not yet settled, at most. ``None``: a window that follows the
     handler's pace, from 2 * WORKERS up to 1000 holding about 50 ms of work, so a fast
     handler reads big batches and a slow one hoards nothing its neighbours could run."""
-    MAX_DELIVERIES: ClassVar[int] = 10
-    """After this many failed deliveries a message is dead-lettered."""
+    MAX_DELIVERIES: ClassVar[int] = 5
+    """After this many failed deliveries a message is dead-lettered: the fifth failure of
+    a handler that raises, or a message whose handler killed its process five times."""
     RETRY_BACKOFF_MS: ClassVar[int] = 1_000
     """Cap of the first retry's jittered delay; it doubles per delivery."""
     RETRY_BACKOFF_MAX_MS: ClassVar[int] = 600_000

@@ -534,6 +534,8 @@ class _HandlerRun:
             self.settled_suspects([env for env, _ in settled if env in self.held_suspects])
         if settled:
             self.slots_freed()
+            if self.isolation.held:  # a suspect anywhere in the app may start now
+                self.isolation.changed()
 
     def settled_suspects(self, envelopes: Sequence[Envelope]) -> None:
         """Give suspects that were settled or released back to Isolation."""

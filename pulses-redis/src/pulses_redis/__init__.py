@@ -4,15 +4,15 @@ Keys (all in :mod:`pulses_redis._keys`) share the stream's hash tag: for a strea
 ``emails`` (``{orders}`` keeps its own tag) the companions are ``{emails}:dead`` (dead
 letters), ``{emails}:delayed`` (delayed publishes), and per group ``g``
 ``{emails}:retry:g`` (due retries, read by ``g`` only), ``{emails}:retry-delayed:g``
-(retries waiting for their time) and ``{emails}:counts:g`` (acked / dropped /
-dead_lettered counters).
+(retries waiting for their time), ``{emails}:counts:g`` (acked / dropped /
+dead_lettered counters) and ``{emails}:alive:g`` (each consumer's heartbeat).
 
 An ACL user needs these commands and nothing else::
 
     ACL SETUSER worker on >password ~* -@all +ping +client|setname +time
         +xadd +xreadgroup +xack +xclaim +xpending +xrange +xlen +xdel +xtrim
         +xinfo|groups +xinfo|consumers +xgroup|create +xgroup|delconsumer
-        +zadd +zrange +zrangebyscore +zrem +zcard +hincrby +hgetall
+        +zadd +zrange +zrangebyscore +zrem +zcard +hincrby +hgetall +hget +hset +hdel
         +del +exists +type +scan +evalsha +script|load
 
 (``~*`` can be narrowed to the streams and their ``{stream}:*`` companions.)
