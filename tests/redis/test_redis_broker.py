@@ -323,3 +323,46 @@ async def test_use_after_close_raises_broker_closed(broker: RedisBroker, name: s
     await broker.aclose()
     with pytest.raises(pulses.BrokerClosed):
         await broker.publish(f"{name}:s", b"x")
+
+
+async def test_what_a_failed_fetch_took_is_handed_out_next_with_unchanged_counts(
+    broker: RedisBroker, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = f"{name}:s"
+    consumer = broker.consumer(broker.subscription("g", consumer="me"), [stream], handler="H")
+    await consumer.ensure()
+    assert list(await consumer.fetch(10, 0)) == []  # the restart recovery is through
+    ids = await broker.publish_many(stream, [b"a", b"b", b"c"])
+    # The server hands the entries to "me", and the reply is lost on the way back.
+    await raw(broker, "XREADGROUP", "GROUP", "g", "me", "COUNT", 10, "STREAMS", stream, ">")
+    from pulses_redis import _consumer
+
+    real = _consumer.run_pipeline
+
+    async def lost(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(_consumer, "run_pipeline", real)
+        raise ConnectionLost("the reply was lost")
+
+    monkeypatch.setattr(_consumer, "run_pipeline", lost)
+    with pytest.raises(ConnectionLost):
+        await consumer.fetch(10, 0)
+    got = await fetch_n(consumer, 3)
+    assert [(e.id, e.deliveries, e.suspect) for e in got] == [(i, 1, False) for i in ids]
+    await consumer.settle([(e, Ack()) for e in got])
+    assert (await raw(broker, "XPENDING", stream, "g"))[0] == 0
+
+
+async def test_heartbeats_are_kept_and_a_closed_consumer_leaves_no_trace(
+    broker: RedisBroker, name: str
+) -> None:
+    stream = f"{name}:s"
+    consumer = broker.consumer(broker.subscription("g", consumer="me"), [stream], handler="H")
+    await consumer.ensure()
+    await consumer.heartbeat(5_000)
+    key = f"{{{stream}}}:alive:g"
+    [member, until] = await raw(broker, "HGETALL", key)
+    seconds, micros = await raw(broker, "TIME")
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    assert member == b"me" and 4_000 < int(until) - now_ms <= 5_000
+    await consumer.aclose()
+    assert await raw(broker, "EXISTS", key) == 0

@@ -1,37 +1,48 @@
 """The ``pulses`` command: run workers, publish, inspect streams, manage dead letters.
 
-Flags beat ``PULSES_*`` environment variables, which beat the app's code; ``PULSES_URL``
-falls back to ``REDIS_URL``. Each kind of failure has its own exit code (see ``EXIT``),
-and prints one line on stderr; ``-v`` adds the traceback.
+Flags beat ``PULSES_*`` environment variables (every flag has one), which beat the app's
+code. The broker's URL: ``pulses worker`` takes ``--url`` or ``PULSES_URL`` over the
+broker the app builds, and never ``REDIS_URL`` (a hosting platform sets that for
+whatever Redis is attached); the other commands take the URL first, ``--url``,
+``PULSES_URL`` or, last, ``REDIS_URL``. Each kind of failure has its own exit code (see
+``EXIT``) and prints one line on stderr; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
+import logging.config
 import os
+import pkgutil
+import re
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, NoReturn, TypeVar
+from importlib import metadata
+from typing import IO, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 import pulses
+from pulses._app import App
 from pulses._broker import Broker, DeadLetterRecord, StreamAdmin, StreamStats
 from pulses._errors import BrokerError, ConfigurationError, PulsesError
-from pulses._loader import AppImportError, NotAnApp, load_app
+from pulses._plugins import ENTRY_POINT_GROUP
 from pulses._supervisor import supervise
 from pulses._urls import redact_url
-from pulses._worker import check, serve
+from pulses._worker import BURST_GRACE, check, serve
 
 __all__ = ["EXIT", "main"]
 
 EXIT = {
     "ok": 0,
-    "failed": 1,  # --check found a problem; a command did not complete
+    "failed": 1,  # --check found a problem; a command did not complete or found nothing
     "usage": 2,  # click's own code for bad arguments
     "import": 3,  # the app's module does not import
     "not_an_app": 4,  # the attribute is missing or not an App
@@ -41,41 +52,82 @@ EXIT = {
 }
 
 T = TypeVar("T")
-URL_ENV = ["PULSES_URL", "REDIS_URL"]
+logger = logging.getLogger("pulses.worker")
 
 
-def _fail(kind: str, message: str, exc: BaseException | None = None) -> NoReturn:
-    click.echo(f"pulses: error: {message}", err=True)
-    if exc is not None and logging.getLogger("pulses").isEnabledFor(logging.DEBUG):
-        import traceback
+class Failed(click.ClickException):
+    """A command did not complete: one line on stderr (``-v`` adds the traceback of its
+    cause) and the exit code of its kind; click exits with it."""
 
-        traceback.print_exception(exc, file=sys.stderr)
-    sys.exit(EXIT[kind])
+    exit_code = EXIT["failed"]
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"pulses: error: {self.format_message()}", file=file, err=file is None)
+        if self.__cause__ is not None and logging.getLogger("pulses").isEnabledFor(logging.DEBUG):
+            traceback.print_exception(self.__cause__, file=file or sys.stderr)
+
+
+class ImportFailed(Failed):
+    exit_code = EXIT["import"]
+
+
+class NotAnApp(Failed):
+    exit_code = EXIT["not_an_app"]
+
+
+class BadConfiguration(Failed):
+    exit_code = EXIT["config"]
+
+
+class BrokerFailed(Failed):
+    exit_code = EXIT["broker"]
+
+
+def _failure(exc: PulsesError | OSError) -> Failed:
+    if isinstance(exc, ConfigurationError):
+        return BadConfiguration(str(exc))
+    if isinstance(exc, BrokerError | OSError):
+        return BrokerFailed(f"{type(exc).__name__}: {exc}")
+    return Failed(str(exc))
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine, turning our errors into one line and a distinct exit code."""
     try:
         return asyncio.run(coro)
-    except AppImportError as exc:
-        _fail("import", str(exc), exc)
-    except NotAnApp as exc:
-        _fail("not_an_app", str(exc), exc)
-    except ConfigurationError as exc:
-        _fail("config", str(exc), exc)
-    except (BrokerError, OSError) as exc:
-        _fail("broker", f"{type(exc).__name__}: {exc}", exc)
-    except PulsesError as exc:
-        _fail("failed", str(exc), exc)
+    except (PulsesError, OSError) as exc:
+        raise _failure(exc) from exc
 
 
-def _setup_logging(level: str, verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,  # the command owns the process's logging
+def _configure_logging(level: int) -> None:
+    """Log to stderr, each line with its process id (``-w`` runs several processes).
+
+    A host that configured logging before (a program that embeds this command, a test
+    runner) keeps its handlers; only the level of Pulses' loggers is set then. An app
+    module that configures logging when imported, after this, has the last word.
+    """
+    if logging.getLogger().handlers:
+        logging.getLogger("pulses").setLevel(level)
+        return
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {
+                "pulses": {
+                    "format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+                }
+            },
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "pulses",
+                    "stream": "ext://sys.stderr",
+                }
+            },
+            "root": {"level": level, "handlers": ["stderr"]},
+        }
     )
+    logging.captureWarnings(True)  # warnings too get the pid, and go where the logs go
 
 
 def _color() -> bool | None:
@@ -83,8 +135,30 @@ def _color() -> bool | None:
     return False if os.environ.get("NO_COLOR") else None
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _print_versions(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    versions = {"pulses-core": metadata.version("pulses-core")}
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.dist is not None:
+            versions[entry_point.dist.name] = entry_point.dist.version
+    click.echo("\n".join(f"{name} {version}" for name, version in sorted(versions.items())))
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="pulses-core", prog_name="pulses")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_versions,
+    help="Show the versions of pulses-core and the installed broker packages, and exit.",
+)
 def main() -> None:
     """Pulses: background jobs and stream consumers with explicit outcomes."""
 
@@ -92,10 +166,65 @@ def main() -> None:
 # -- worker --------------------------------------------------------------------------
 
 
+def _load_app(spec: str) -> App[Any]:
+    """The App that ``module:app`` names, with the current directory importable."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = spec.partition(":")[0] if ":" in spec else spec.partition(".")[0]
+    try:
+        found = pkgutil.resolve_name(spec)
+    except PulsesError as exc:  # a wrong setting in the app's code: not an import problem
+        raise _failure(exc) from exc
+    except ValueError as exc:
+        raise NotAnApp(f"{spec!r} does not name an app; write it as 'module:app'") from exc
+    except AttributeError as exc:
+        if module in sys.modules:  # imported; only the attribute is missing
+            raise NotAnApp(f"{spec}: {exc}") from exc
+        raise ImportFailed(f"cannot import module {module!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise ImportFailed(f"cannot import module {module!r}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(found, App):
+        raise NotAnApp(
+            f"{spec} is a {type(found).__name__}, not a pulses.App; point at the App, e.g. "
+            "'module:app' for app = App(broker, broker.subscription('group')).register(...)",
+        )
+    return found
+
+
+def _log_broker(app: App[Any], url: str | None, source: ParameterSource | None) -> None:
+    if url is not None:
+        origin = "--url" if source is ParameterSource.COMMANDLINE else "PULSES_URL"
+        logger.info(
+            "broker %s, from %s (instead of the app's own, %s)",
+            redact_url(url),
+            origin,
+            redact_url(app.broker.url),
+        )
+        return
+    ignored = (
+        "; REDIS_URL is set but never overrides a broker the code configures (use PULSES_URL)"
+        if os.environ.get("REDIS_URL")
+        else ""
+    )
+    logger.info(
+        "broker %s, the app's own: no --url or PULSES_URL%s", redact_url(app.broker.url), ignored
+    )
+
+
+async def _prepared(app: App[Any], url: str | None, shutdown_timeout: float | None) -> App[Any]:
+    if url is None and shutdown_timeout is None:
+        return app
+    broker = await pulses.connect(url) if url is not None else app.broker
+    return app.using(broker, shutdown_timeout=shutdown_timeout)
+
+
 @main.command()
 @click.argument("app_spec", metavar="MODULE:APP")
 @click.option(
-    "--url", envvar=URL_ENV, show_envvar=True, help="Broker URL to use instead of the app's own."
+    "--url",
+    envvar="PULSES_URL",
+    show_envvar=True,
+    help="Run the app on this broker instead of the one its code builds (REDIS_URL never does).",
 )
 @click.option(
     "-w",
@@ -113,7 +242,11 @@ def main() -> None:
     is_flag=True,
     envvar="PULSES_BURST",
     show_envvar=True,
-    help="Stop, exit 0, once the app's streams are drained.",
+    help=(
+        "Handle what the app's streams hold, then exit 0. Delayed messages (delayed "
+        "publishes, retries) are waited for while they come due; once only ones not due "
+        f"within {BURST_GRACE:g}s are left, they stay for a later run and are logged."
+    ),
 )
 @click.option(
     "--check",
@@ -148,7 +281,9 @@ def main() -> None:
     show_envvar=True,
     help="Debug logging and tracebacks.",
 )
+@click.pass_context
 def worker(
+    ctx: click.Context,
     app_spec: str,
     url: str | None,
     processes: int,
@@ -164,17 +299,18 @@ def worker(
     running handlers get --shutdown-timeout seconds. A second signal stops at once;
     unfinished messages stay pending and are taken over elsewhere.
     """
-    _setup_logging(log_level, verbose)
+    _configure_logging(logging.DEBUG if verbose else getattr(logging, log_level.upper()))
+    app = _load_app(app_spec)
+    _log_broker(app, url, ctx.get_parameter_source("url"))
     if processes > 1 and not check_only:
-        app = _run(_prepared(app_spec, url, shutdown_timeout))
-        local = app.broker.capabilities.process_local
-        _run(app.broker.aclose())
+        prepared = _run(_prepared(app, url, shutdown_timeout))
+        local = prepared.broker.capabilities.process_local
+        _run(prepared.broker.aclose())
         if local:
-            _fail(
-                "config",
-                f"the broker {app.broker.url} lives inside one process, so "
-                f"--workers {processes} cannot share its work; use one process or a "
-                "broker such as redis://",
+            raise BadConfiguration(
+                f"the broker {prepared.broker.url} lives inside one process, so --workers "
+                f"{processes} cannot share its work; use one process or a broker such as "
+                "redis://",
             )
         child = ["worker", app_spec, "--log-level", log_level]
         if url is not None:  # by environment, not argv: a password in argv shows in ps
@@ -184,28 +320,106 @@ def worker(
         child += ["--burst"] if burst else []
         child += ["--verbose"] if verbose else []
         os.environ.pop("PULSES_WORKERS", None)  # each child is one process
-        sys.exit(supervise(child, processes))
+        ctx.exit(supervise(child, processes))
 
-    async def go() -> int:
-        app = await _prepared(app_spec, url, shutdown_timeout)
+    async def go() -> int:  # connects in the loop that serves: a client is bound to its loop
+        prepared = await _prepared(app, url, shutdown_timeout)
         if check_only:
-            problems = await check(app)
+            problems = await check(prepared)
             for problem in problems:
                 click.echo(f"pulses: check: {problem}", err=True)
             if not problems:
-                click.echo(f"ok: {app.broker.url}, group {app.subscription.group!r}")
+                click.echo(f"ok: {prepared.broker.url}, group {prepared.subscription.group!r}")
             return EXIT["failed"] if problems else EXIT["ok"]
-        return await serve(app, burst=burst)
+        return await serve(prepared, burst=burst)
 
-    sys.exit(_run(go()))
+    ctx.exit(_run(go()))
 
 
-async def _prepared(app_spec: str, url: str | None, shutdown_timeout: float | None) -> Any:
-    app = load_app(app_spec)
-    if url is not None or shutdown_timeout is not None:
-        broker = await pulses.connect(url) if url is not None else app.broker
-        app = app.using(broker, shutdown_timeout=shutdown_timeout)
-    return app
+# -- commands on a broker named by URL -----------------------------------------------
+
+_URL_FIRST = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
+"""A first argument that starts so is the URL (``redis:/x`` too, to be told what is wrong
+with it); anything else is the stream."""
+
+
+class _BrokerCommand(click.Command):
+    """A command on the broker at ``--url``, ``PULSES_URL``, ``REDIS_URL``, or a URL given
+    as the first argument: ``pulses info redis://host/0 emails``, and with ``PULSES_URL``
+    set, ``pulses info emails``."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [*pieces[:1], "[URL]", *pieces[1:]]
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = self._leading_url(args)
+        if first is not None:
+            args = list(args)
+            # The first occurrence: anything before it is an option, and an option whose
+            # value equals it is --url, which is refused below either way.
+            args.remove(first)
+        rest = super().parse_args(ctx, args)
+        if first is not None:
+            if ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE:
+                raise click.UsageError("the broker URL is given twice: first and as --url", ctx)
+            ctx.params["url"] = first
+        if ctx.params.get("url") is None:
+            raise click.UsageError(
+                f"no broker URL: give it first ({ctx.command_path} redis://host:6379/0 ...), "
+                "as --url, or in PULSES_URL",
+                ctx,
+            )
+        return rest
+
+    def _leading_url(self, args: Sequence[str]) -> str | None:
+        """The first positional argument if it is a URL, as click's parser finds it: a
+        parse with only the options and one argument that takes every positional."""
+        probe = click.Command(
+            None,
+            params=[
+                *(p for p in self.params if isinstance(p, click.Option)),
+                click.Argument(["positionals"], nargs=-1),
+            ],
+        )
+        try:
+            with probe.make_context("probe", list(args), resilient_parsing=True) as probed:
+                positionals: tuple[str, ...] = probed.params["positionals"]
+        except click.ClickException:
+            return None  # the real parse reports it
+        if positionals and _URL_FIRST.match(positionals[0]):
+            return positionals[0]
+        return None
+
+
+def _broker_command(group: click.Group, name: str | None = None) -> Callable[[Any], Any]:
+    """``group.command`` for a command on a broker, with its ``--url`` option."""
+
+    def decorate(f: Callable[..., None]) -> click.Command:
+        f = click.option(
+            "--url",
+            envvar=["PULSES_URL", "REDIS_URL"],
+            show_envvar=True,
+            metavar="URL",
+            help="The broker's URL, if not given first; REDIS_URL is the last fallback.",
+        )(f)
+        return group.command(name, cls=_BrokerCommand)(f)
+
+    return decorate
+
+
+async def _with_broker(url: str, use: Callable[[Broker[Any]], Awaitable[T]]) -> T:
+    async with await pulses.connect(url) as broker:
+        return await use(broker)
+
+
+async def _with_admin(url: str, use: Callable[[StreamAdmin], Awaitable[T]]) -> T:
+    async def go(broker: Broker[Any]) -> T:
+        if not broker.capabilities.admin or not isinstance(broker, StreamAdmin):
+            raise ConfigurationError(f"the broker at {broker.url} has no admin facet")
+        return await use(broker)
+
+    return await _with_broker(url, go)
 
 
 # -- publish -------------------------------------------------------------------------
@@ -221,10 +435,19 @@ def _header(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -
     return headers
 
 
-@main.command()
-@click.argument("url", envvar=URL_ENV)
+@_broker_command(main)
 @click.argument("stream")
-@click.argument("payload", default="-")
+@click.argument("payload", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "source",
+    type=click.File("rb"),
+    envvar="PULSES_FILE",
+    show_envvar=True,
+    help="Publish the whole content of this file (bytes, as they are) as one payload; "
+    "'-' for all of stdin.",
+)
 @click.option(
     "-H",
     "--header",
@@ -232,6 +455,7 @@ def _header(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -
     multiple=True,
     callback=_header,
     envvar="PULSES_HEADERS",
+    show_envvar=True,
     metavar="KEY=VALUE",
     help="A header; repeatable.",
 )
@@ -253,16 +477,32 @@ def _header(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -
     help="Publish the payload this many times (a quick load test).",
 )
 def publish(
-    url: str, stream: str, payload: str, headers: dict[str, str], delay_ms: int, count: int
+    url: str,
+    stream: str,
+    payload: str | None,
+    source: IO[bytes] | None,
+    headers: dict[str, str],
+    delay_ms: int,
+    count: int,
 ) -> None:
-    """Publish PAYLOAD to STREAM; with '-' (the default), each line of stdin."""
+    """Publish PAYLOAD to STREAM; without one (or with '-'), each line of stdin, as bytes."""
+    if payload is not None and source is not None:
+        raise click.UsageError("give a PAYLOAD or --file, not both")
 
-    async def go(broker: Broker[Any]) -> int:
-        if payload == "-":
-            lines = [line.rstrip("\n").encode() for line in sys.stdin]
-            payloads = [p for p in lines for _ in range(count)]
+    async def go(broker: Broker[Any]) -> None:
+        if broker.capabilities.process_local:
+            raise ConfigurationError(
+                f"the broker {broker.url} lives inside one process: what this command "
+                "published would vanish when it exits; publish from the process that runs "
+                "the app, or use a broker such as redis://"
+            )
+        if source is not None:
+            bodies = [source.read()]
+        elif payload is None or payload == "-":
+            bodies = [line.rstrip(b"\n") for line in sys.stdin.buffer]
         else:
-            payloads = [payload.encode()] * count
+            bodies = [payload.encode()]
+        payloads = [body for body in bodies for _ in range(count)]
         started = time.perf_counter()
         ids: list[str] = []
         if delay_ms:  # publish_many has no delay: each delayed message is its own call
@@ -279,23 +519,8 @@ def publish(
         rate = f", {len(ids) / elapsed:,.0f}/s" if len(ids) > 1 and elapsed > 0 else ""
         last = f", last id {ids[-1]}" if ids else ""
         click.echo(f"published {len(ids)} to {stream}{last}{rate}")
-        return 0
 
-    sys.exit(_run(_with_broker(url, go)))
-
-
-async def _with_broker(url: str, use: Callable[[Broker[Any]], Awaitable[T]]) -> T:
-    async with await pulses.connect(url) as broker:
-        return await use(broker)
-
-
-async def _with_admin(url: str, use: Callable[[StreamAdmin], Awaitable[T]]) -> T:
-    async def go(broker: Broker[Any]) -> T:
-        if not broker.capabilities.admin or not isinstance(broker, StreamAdmin):
-            raise ConfigurationError(f"the broker at {broker.url} has no admin facet")
-        return await use(broker)
-
-    return await _with_broker(url, go)
+    _run(_with_broker(url, go))
 
 
 # -- info ----------------------------------------------------------------------------
@@ -325,6 +550,7 @@ def _render(stats: StreamStats) -> str:
         )
         lines += [
             f"    consumer {c.name}  pending {c.pending}  idle {_age(c.idle_ms)}"
+            + {True: "  alive", False: "  dead (heartbeat lapsed)", None: ""}[c.alive]
             for c in g.consumers
         ]
     if not stats.groups:
@@ -332,45 +558,69 @@ def _render(stats: StreamStats) -> str:
     return "\n".join(lines)
 
 
-@main.command()
-@click.argument("url", envvar=URL_ENV)
-@click.argument("streams", nargs=-1)
+def _absent(stats: StreamStats) -> bool:
+    return not (stats.length or stats.groups or stats.delayed or stats.dead_letters)
+
+
+@_broker_command(main)
+@click.argument("streams", nargs=-1, metavar="[STREAM]...")
 @click.option(
-    "--json", "as_json", is_flag=True, envvar="PULSES_JSON", help="One JSON document on stdout."
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="PULSES_JSON",
+    show_envvar=True,
+    help="One JSON document on stdout.",
 )
 @click.option(
     "--watch",
     type=click.FloatRange(min=0.1),
     default=None,
     envvar="PULSES_WATCH",
+    show_envvar=True,
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl+C.",
 )
 def info(url: str, streams: tuple[str, ...], as_json: bool, watch: float | None) -> None:
-    """Streams and groups: length, pending, lag, consumers, oldest pending, dead letters."""
+    """Streams and groups: length, pending, lag, consumers, oldest pending, dead letters.
 
-    async def once(admin: StreamAdmin) -> list[StreamStats]:
-        names = list(streams) or await admin.streams()
-        return [await admin.stats(name) for name in names]
+    Without STREAM, every stream that has a consumer group or dead letters. A STREAM
+    that holds nothing (no entries, groups or dead letters) is an error.
+    """
 
-    async def go(admin: StreamAdmin) -> int:
+    async def go(admin: StreamAdmin) -> None:
         while True:
-            found = await once(admin)
+            names = list(streams) or await admin.streams()
+            found = [await admin.stats(name) for name in names]
+            missing = [s.stream for s in found if streams and _absent(s)]
+            if missing:
+                raise Failed(
+                    f"no stream {', '.join(map(repr, missing))} at {redact_url(url)} "
+                    "(no entries, consumer groups or dead letters)",
+                )
             if as_json:
                 click.echo(json.dumps([dataclasses.asdict(s) for s in found], indent=2))
             else:
-                if watch is not None and sys.stdout.isatty():
-                    click.clear()
+                if watch is not None:
+                    if sys.stdout.isatty():
+                        click.clear()
+                    click.echo(
+                        click.style(
+                            f"{redact_url(url)}  every {watch:g}s  "
+                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}  (Ctrl+C to stop)",
+                            dim=True,
+                        )
+                        + "\n",
+                        color=_color(),
+                    )
                 text = "\n".join(_render(s) for s in found) or "no streams"
                 click.echo(text, color=_color())
             if watch is None:
-                return 0
+                return
             await asyncio.sleep(watch)
 
-    try:
-        sys.exit(_run(_with_admin(url, go)))
-    except KeyboardInterrupt:
-        sys.exit(0)
+    with contextlib.suppress(KeyboardInterrupt):  # the way out of --watch
+        _run(_with_admin(url, go))
 
 
 # -- dead letters --------------------------------------------------------------------
@@ -386,8 +636,7 @@ def _reason(record: DeadLetterRecord, width: int = 60) -> str:
     return reason if len(reason) <= width else reason[: width - 1] + "…"
 
 
-@dlq.command("list")
-@click.argument("url", envvar=URL_ENV)
+@_broker_command(dlq, "list")
 @click.argument("stream")
 @click.option(
     "--limit",
@@ -397,15 +646,22 @@ def _reason(record: DeadLetterRecord, width: int = 60) -> str:
     envvar="PULSES_LIMIT",
     show_envvar=True,
 )
-@click.option("--json", "as_json", is_flag=True, envvar="PULSES_JSON", show_envvar=True)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="PULSES_JSON",
+    show_envvar=True,
+    help="One JSON document on stdout.",
+)
 def dlq_list(url: str, stream: str, limit: int, as_json: bool) -> None:
     """Dead letters of STREAM, oldest first, with reasons and delivery counts."""
 
-    async def go(admin: StreamAdmin) -> int:
+    async def go(admin: StreamAdmin) -> None:
         records = await admin.dead_letters(stream, limit=limit)
         if as_json:
             click.echo(json.dumps([_record_json(r) for r in records], indent=2))
-            return 0
+            return
         if not records:
             click.echo(f"no dead letters in {stream}")
         for r in records:
@@ -413,9 +669,8 @@ def dlq_list(url: str, stream: str, limit: int, as_json: bool) -> None:
                 f"{r.id}  from {r.original_id}  deliveries {r.deliveries}  "
                 f"{r.handler}/{r.group}  {_reason(r)}"
             )
-        return 0
 
-    sys.exit(_run(_with_admin(url, go)))
+    _run(_with_admin(url, go))
 
 
 def _record_json(record: DeadLetterRecord) -> dict[str, object]:
@@ -430,21 +685,20 @@ def _record_json(record: DeadLetterRecord) -> dict[str, object]:
     return data
 
 
-@dlq.command("show")
-@click.argument("url", envvar=URL_ENV)
+@_broker_command(dlq, "show")
 @click.argument("stream")
 @click.argument("dead_id", metavar="ID")
 def dlq_show(url: str, stream: str, dead_id: str) -> None:
     """One dead letter in full."""
 
-    async def go(admin: StreamAdmin) -> int:
+    async def go(admin: StreamAdmin) -> None:
         for record in await admin.dead_letters(stream, limit=1_000_000):
             if record.id == dead_id:
                 click.echo(json.dumps(_record_json(record), indent=2))
-                return 0
-        _fail("failed", f"no dead letter {dead_id!r} in {stream}")
+                return
+        raise Failed(f"no dead letter {dead_id!r} in {stream}")
 
-    sys.exit(_run(_with_admin(url, go)))
+    _run(_with_admin(url, go))
 
 
 def _chosen(ids: tuple[str, ...], everything: bool, verb: str) -> list[str] | None:
@@ -453,18 +707,22 @@ def _chosen(ids: tuple[str, ...], everything: bool, verb: str) -> list[str] | No
     return list(ids) if ids else None
 
 
-@dlq.command("replay")
-@click.argument("url", envvar=URL_ENV)
+@_broker_command(dlq, "replay")
 @click.argument("stream")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option(
-    "--all", "everything", is_flag=True, envvar="PULSES_ALL", help="Replay every dead letter."
+    "--all",
+    "everything",
+    is_flag=True,
+    envvar="PULSES_ALL",
+    show_envvar=True,
+    help="Replay every dead letter.",
 )
 def dlq_replay(url: str, stream: str, ids: tuple[str, ...], everything: bool) -> None:
     """Publish dead letters into STREAM again, as new deliveries, and remove them."""
     chosen = _chosen(ids, everything, "replay")
 
-    async def go(admin: StreamAdmin) -> int:
+    async def go(admin: StreamAdmin) -> None:
         todo = (
             chosen
             if chosen is not None
@@ -478,50 +736,63 @@ def dlq_replay(url: str, stream: str, ids: tuple[str, ...], everything: bool) ->
                 chunk = todo[i : i + 500]
                 replayed += len(await admin.replay(stream, chunk))
                 bar.update(len(chunk))
-        click.echo(f"replayed {replayed} dead letters into {stream}")
-        return 0
+        click.echo(f"replayed {_count(replayed, 'dead letter')} into {stream}")
 
-    sys.exit(_run(_with_admin(url, go)))
+    _run(_with_admin(url, go))
 
 
-@dlq.command("purge")
-@click.argument("url", envvar=URL_ENV)
+@_broker_command(dlq, "purge")
 @click.argument("stream")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option(
-    "--all", "everything", is_flag=True, envvar="PULSES_ALL", help="Purge every dead letter."
+    "--all",
+    "everything",
+    is_flag=True,
+    envvar="PULSES_ALL",
+    show_envvar=True,
+    help="Purge every dead letter.",
 )
-@click.option("--yes", is_flag=True, envvar="PULSES_YES", help="Do not ask for confirmation.")
+@click.option(
+    "--yes",
+    is_flag=True,
+    envvar="PULSES_YES",
+    show_envvar=True,
+    help="Do not ask for confirmation.",
+)
 def dlq_purge(url: str, stream: str, ids: tuple[str, ...], everything: bool, yes: bool) -> None:
     """Delete dead letters of STREAM for good."""
     chosen = _chosen(ids, everything, "purge")
-    what = "every dead letter" if chosen is None else f"{len(chosen)} dead letters"
+    what = "every dead letter" if chosen is None else _count(len(chosen), "dead letter")
     if not yes:
         click.confirm(f"delete {what} of {stream} ({redact_url(url)})?", abort=True)
 
-    async def go(admin: StreamAdmin) -> int:
-        click.echo(f"purged {await admin.purge(stream, chosen)} dead letters of {stream}")
-        return 0
+    async def go(admin: StreamAdmin) -> None:
+        purged = await admin.purge(stream, chosen)
+        click.echo(f"purged {_count(purged, 'dead letter')} of {stream}")
 
-    sys.exit(_run(_with_admin(url, go)))
+    _run(_with_admin(url, go))
 
 
 # -- trim ----------------------------------------------------------------------------
 
 
-@main.command()
-@click.argument("url", envvar=URL_ENV)
+@_broker_command(main)
 @click.argument("stream")
 @click.option(
-    "--dry-run", is_flag=True, envvar="PULSES_DRY_RUN", help="Count what would go, remove nothing."
+    "--dry-run",
+    is_flag=True,
+    envvar="PULSES_DRY_RUN",
+    show_envvar=True,
+    help="Count what would go, remove nothing.",
 )
 def trim(url: str, stream: str, dry_run: bool) -> None:
     """Remove entries of STREAM that every consumer group has acknowledged."""
 
-    async def go(admin: StreamAdmin) -> int:
+    async def go(admin: StreamAdmin) -> None:
         count = await admin.trim(stream, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
-        click.echo(f"{verb} {count} acknowledged entries of {stream}")
-        return 0
+        click.echo(
+            f"{verb} {_count(count, 'acknowledged entry', 'acknowledged entries')} of {stream}"
+        )
 
-    sys.exit(_run(_with_admin(url, go)))
+    _run(_with_admin(url, go))
