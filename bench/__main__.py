@@ -34,6 +34,8 @@ RESULTS = Path(__file__).parent / "results"
 MAX_IN_FLIGHT = 0
 """The workers' MAX_IN_FLIGHT; 0 leaves the handler's default (``--max-in-flight``)."""
 ROOT = Path(__file__).parent.parent
+STALL_S = 30.0
+"""Seconds without a message read or settled after which a worker counts as stuck."""
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -52,11 +54,29 @@ def _fill(url: str, n: int, *, group: bool = True) -> None:
             client.xgroup_create(STREAM, GROUP, "0", mkstream=True)
 
 
-def _drained(client: redis.Redis, n: int) -> bool:
+def _progress(client: redis.Redis) -> tuple[int, int]:
+    """The group's (entries read, entries pending)."""
     for info in client.xinfo_groups(STREAM):
         if info["name"] == GROUP.encode():
-            return bool(info["pending"] == 0 and info["entries-read"] == n)
-    return False
+            return int(info.get("entries-read") or 0), int(info["pending"])
+    return 0, 0
+
+
+def _wait_drained(client: redis.Redis, n: int, process: subprocess.Popen[bytes]) -> None:
+    """Until the group read and settled all ``n``; an error if the worker exits or stalls
+    (it logs only errors, so a worker stuck retrying warnings would otherwise hang here)."""
+    progress, since = (-1, -1), time.monotonic()
+    while (now := _progress(client)) != (n, 0):
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}")
+        if now != progress:
+            progress, since = now, time.monotonic()
+        elif time.monotonic() - since > STALL_S:
+            raise RuntimeError(
+                f"the worker made no progress for {STALL_S:.0f} s (read {now[0]} of {n},"
+                f" {now[1]} pending); run `pulses worker bench.app:app -l info` to see why"
+            )
+        time.sleep(0.02)
 
 
 def _env(url: str, report: str, **extra: str) -> dict[str, str]:
@@ -89,10 +109,7 @@ def _pulses_worker(
         process = subprocess.Popen(command, env=_env(url, report, **extra), cwd=ROOT)
         try:
             with redis.Redis.from_url(url) as client:
-                while not _drained(client, n):
-                    if process.poll() is not None:
-                        raise RuntimeError(f"worker exited with {process.returncode}")
-                    time.sleep(0.02)
+                _wait_drained(client, n, process)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
