@@ -33,6 +33,20 @@ GROUP = "g"
 
 AOF = ["--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
 
+SETTINGS: dict[str, dict[str, str]] = {
+    # fault_app's own: claim_idle 1 s, MAX_IN_FLIGHT 8, WORKERS 4, block 200 ms, ...
+    "tuned": {},
+    # The library's defaults, as an operator runs it: only WORKERS is chosen.
+    "defaults": {"FAULT_DEFAULTS": "1", "FAULT_WORKERS": "8"},
+}
+"""Worker environments by name: each case that can runs under both (DESIGN §10: tuned
+timings alone once hid a 60 s takeover and a poison that took good jobs with it)."""
+
+
+def case_name(base: str, settings: str) -> str:
+    """The record's case name: ``base`` for tuned settings, ``base-defaults`` else."""
+    return base if settings == "tuned" else f"{base}-{settings}"
+
 
 class AofRedis(RedisServer):
     """A redis-server with an fsync-always AOF, killable and restartable on its port and
@@ -139,6 +153,15 @@ class _gone:
         return exc[0] is ProcessLookupError
 
 
+def dead(pid: int) -> bool:
+    """Whether a process is gone or a zombie (a supervisor's child not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def children(pid: int) -> list[int]:
     """Direct children of a process we started (Linux /proc)."""
     try:
@@ -222,6 +245,27 @@ def group_state(client: redis.Redis, stream: str = STREAM, group: str = GROUP) -
                 state["pending"] += int(info["pending"])
                 state["lag"] += int(info.get("lag") or 0)
     return state
+
+
+def pending_ids(client: redis.Redis, key: str = STREAM, consumer: bytes | None = None) -> list[str]:
+    """Entry ids pending in the group on ``key`` (in one consumer, if named)."""
+    rows = client.xpending_range(key, GROUP, "-", "+", 100_000, consumer)
+    return [cast("bytes", row["message_id"]).decode() for row in rows]
+
+
+def held_by(client: redis.Redis, pid: int) -> list[str]:
+    """Entry ids pending in the consumer of process ``pid`` (default consumer names hold
+    the pid), over the stream and its retry stream."""
+    ids: list[str] = []
+    for key in (STREAM, "{" + STREAM + "}:retry:" + GROUP):
+        try:
+            infos = client.xinfo_consumers(key, GROUP)
+        except redis.ResponseError:
+            continue
+        for info in infos:
+            if f"-{pid}-".encode() in info["name"] and info["pending"]:
+                ids += pending_ids(client, key, info["name"])
+    return ids
 
 
 def dead_letters(client: redis.Redis, stream: str = STREAM) -> list[dict[bytes, bytes]]:
