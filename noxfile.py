@@ -1,4 +1,8 @@
-"""Sessions: tests (every installed CPython 3.11-3.13), lint, typecheck, faults; bench."""
+"""Sessions: tests (CPython 3.11-3.13), lint, typecheck, docs, faults (3.11); bench.
+
+In CI (``CI=true``) every session runs on every Python it names, and a missing one fails
+the run; elsewhere a machine without, say, 3.12 runs the others.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,8 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 PACKAGES = ["-e", "./pulses-core", "-e", "./pulses-memory", "-e", "./pulses-redis"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
-nox.options.sessions = ["tests", "lint", "typecheck", "faults"]
-# "Every CPython that is installed": a machine without 3.12 still runs the others.
-nox.options.error_on_missing_interpreters = False
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "faults"]
+nox.options.error_on_missing_interpreters = os.environ.get("CI", "").lower() in {"1", "true"}
 nox.options.reuse_venv = "yes"
 
 
@@ -46,9 +49,10 @@ def _install(session: nox.Session, *groups: str) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The whole test suite; real-Redis tests start their own redis-server."""
+    """Every test but the fault cases (the faults session runs those); real-Redis tests
+    start their own redis-server."""
     _install(session, "test")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "--ignore=tests/faults", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -60,16 +64,24 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the three packages, the typing tests and the benchmark."""
+    """mypy --strict over the three packages, the tests, the examples and the benchmark."""
     _install(session, "typecheck")
     session.run(
         "mypy",
         "pulses-core/src",
         "pulses-memory/src",
         "pulses-redis/src",
-        "tests/typing",
+        "tests",
+        "examples",
         "bench",
     )
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml); any warning fails the build."""
+    _install(session, "docs")
+    session.run("mkdocs", "build", "--strict", "--site-dir", f"{session.create_tmp()}/site")
 
 
 @nox.session(python="3.11")
