@@ -1,11 +1,10 @@
-"""A worker module for ``pulses worker tasks:app`` (run from the examples directory)."""
-
-import os
+"""A worker module: ``cd examples && pulses worker tasks:app`` (``--url`` or
+``PULSES_URL`` runs it on another broker)."""
 
 from pulses import Ack, App, Context, Envelope, Handler, Outcome
 from pulses_redis import RedisBroker
 
-broker = RedisBroker.from_url(os.environ.get("PULSES_URL", "redis://127.0.0.1:6379/0"))
+broker = RedisBroker.from_url("redis://127.0.0.1:6379/0")
 
 
 class Greet(Handler[RedisBroker]):
