@@ -335,15 +335,13 @@ async def test_what_a_failed_fetch_took_is_handed_out_next_with_unchanged_counts
     ids = await broker.publish_many(stream, [b"a", b"b", b"c"])
     # The server hands the entries to "me", and the reply is lost on the way back.
     await raw(broker, "XREADGROUP", "GROUP", "g", "me", "COUNT", 10, "STREAMS", stream, ">")
-    from pulses_redis import _consumer
-
-    real = _consumer.run_pipeline
+    from pulses_redis._scripts import run_pipeline
 
     async def lost(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(_consumer, "run_pipeline", real)
+        monkeypatch.setattr("pulses_redis._consumer.run_pipeline", run_pipeline)
         raise ConnectionLost("the reply was lost")
 
-    monkeypatch.setattr(_consumer, "run_pipeline", lost)
+    monkeypatch.setattr("pulses_redis._consumer.run_pipeline", lost)
     with pytest.raises(ConnectionLost):
         await consumer.fetch(10, 0)
     got = await fetch_n(consumer, 3)
@@ -363,6 +361,7 @@ async def test_heartbeats_are_kept_and_a_closed_consumer_leaves_no_trace(
     [member, until] = await raw(broker, "HGETALL", key)
     seconds, micros = await raw(broker, "TIME")
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    assert member == b"me" and 4_000 < int(until) - now_ms <= 5_000
+    assert member == b"me"
+    assert 4_000 < int(until) - now_ms <= 5_000
     await consumer.aclose()
     assert await raw(broker, "EXISTS", key) == 0

@@ -276,18 +276,17 @@ class _HandlerRun:
         for env in envelopes:
             inflight.add(env)
             if policy.exhausted(env.deliveries):
-                # Delivered more often than allowed and never settled: its runs died with
-                # their process. Running it again could kill this one too.
-                self.to_settle.append(
-                    (
-                        env,
-                        DeadLetter(
-                            f"delivered {env.deliveries} times without being settled "
-                            f"(MAX_DELIVERIES={policy.max_deliveries}); the handler never "
-                            "finished: its process died or hung each time"
-                        ),
-                    )
+                # Delivered more often than allowed. A suspect's last run died with its
+                # process, and running it again could kill this one too.
+                limit = f"MAX_DELIVERIES={policy.max_deliveries}"
+                reason = (
+                    f"delivered {env.deliveries} times without being settled ({limit}); "
+                    "the handler never finished: its process died or hung"
+                    if env.suspect
+                    else f"delivered {env.deliveries} times, more than {limit} allows "
+                    "(the handler returned Retry on its last allowed delivery)"
                 )
+                self.to_settle.append((env, DeadLetter(reason)))
                 self.settle_ready.set()
             elif env.suspect:
                 self.suspects.append(env)
