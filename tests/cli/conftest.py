@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -58,13 +60,41 @@ def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A directory holding ``jobs.py`` (a small app), made the current directory."""
     (tmp_path / "jobs.py").write_text(textwrap.dedent(APP_MODULE))
     (tmp_path / "broken.py").write_text("import does_not_exist\n")
+    (tmp_path / "attribute_error.py").write_text("import os\nos.no_such_thing\n")
+    (tmp_path / "bad_settings.py").write_text(textwrap.dedent(BAD_SETTINGS_MODULE))
     monkeypatch.chdir(tmp_path)
-    for module in ("jobs", "broken"):  # each test imports its own copy
+    for module in ("jobs", "broken", "attribute_error", "bad_settings"):  # each test its own
         monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.setenv("LEDGER", str(tmp_path / "ledger.txt"))
-    for name in ("PULSES_URL", "REDIS_URL", "PULSES_WORKERS"):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if (name.startswith("PULSES_") and name != "PULSES_REQUIRE_REDIS") or name == "REDIS_URL":
+            monkeypatch.delenv(name)
     return tmp_path
+
+
+BAD_SETTINGS_MODULE = """
+from pulses import Ack, App, Context, Envelope, Handler, Outcome
+from pulses_memory import MemoryBroker
+
+
+class NoWorkers(Handler[MemoryBroker]):
+    STREAMS = ("jobs",)
+    WORKERS = 0
+
+    async def handle(self, ctx: Context[MemoryBroker], msg: Envelope) -> Outcome:
+        return Ack()
+
+
+broker = MemoryBroker("bad-settings")
+app = App(broker, broker.subscription("workers")).register(NoWorkers())
+"""
+
+
+@pytest.fixture(autouse=True)
+def pulses_log_level() -> Iterator[None]:
+    """The command sets the level of Pulses' loggers (-l, -v); in-process runs share them."""
+    yield
+    logging.getLogger("pulses").setLevel(logging.NOTSET)
 
 
 Spawn = Callable[..., "subprocess.Popen[str]"]
@@ -77,7 +107,7 @@ def spawn(app_dir: Path) -> Iterator[Spawn]:
     started: list[subprocess.Popen[str]] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, stdin: int | None = None
+        *args: str, env: dict[str, str] | None = None, stdin: int | IO[bytes] | None = None
     ) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pulses", *args],

@@ -13,11 +13,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
+from pulses import Envelope
 from pulses.cli import EXIT
 from pulses_redis import RedisBroker
+from redis_helpers import fetch_n
 
 pytestmark = pytest.mark.redis
 
@@ -31,22 +34,26 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str =
         time.sleep(0.02)
 
 
-def read_stderr_until(proc: subprocess.Popen[str], *texts: str, timeout: float = 15.0) -> str:
-    """What the process wrote on stderr until every one of ``texts`` appeared."""
-    assert proc.stderr is not None
+def read_until(pipe: IO[str] | None, *texts: str, timeout: float = 15.0) -> str:
+    """What the process wrote on ``pipe`` until every one of ``texts`` appeared."""
+    assert pipe is not None
     deadline = time.monotonic() + timeout
     seen = ""
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stderr, selectors.EVENT_READ)
+        selector.register(pipe, selectors.EVENT_READ)
         while not all(text in seen for text in texts):
             left = deadline - time.monotonic()
-            assert left > 0, f"{texts!r} did not all appear on stderr: {seen}"
+            assert left > 0, f"{texts!r} did not all appear: {seen}"
             if selector.select(left):
                 # Raw reads: a buffered readline could hold lines select() cannot see.
-                chunk = os.read(proc.stderr.fileno(), 65536)
-                assert chunk, f"stderr closed before {texts!r}: {seen}"
+                chunk = os.read(pipe.fileno(), 65536)
+                assert chunk, f"closed before {texts!r}: {seen}"
                 seen += chunk.decode()
     return seen
+
+
+def read_stderr_until(proc: subprocess.Popen[str], *texts: str, timeout: float = 15.0) -> str:
+    return read_until(proc.stderr, *texts, timeout=timeout)
 
 
 def ledger(app_dir: Path) -> list[str]:
@@ -149,6 +156,7 @@ async def test_check_tells_a_live_broker_from_a_dead_one(start_worker: Spawn) ->
     out, err = dead.communicate(timeout=30)
     assert dead.returncode == EXIT["failed"]
     assert "pulses: check:" in err
+    assert "broker redis://:***@127.0.0.1:1/0, from --url (instead of the app's own" in err
     assert "hunter2" not in out + err
     assert "Traceback" not in err
 
@@ -236,12 +244,12 @@ async def test_info_and_dlq_show_replay_and_purge_dead_letters(
     assert (shown["payload"], shown["reason"], shown["group"]) == ("dead:1", "asked to", "workers")
 
     result = pulses(spawn, "dlq", "replay", redis_url, stream, first_id)
-    assert "replayed 1 dead letters" in result.stdout
+    assert "replayed 1 dead letter into" in result.stdout
     result = pulses(spawn, "dlq", "purge", redis_url, stream, "--all", stdin="n\n", code=1)
     assert "Aborted" in result.stderr  # declined: nothing removed
     assert len(await broker.dead_letters(stream)) == 1
     result = pulses(spawn, "dlq", "purge", redis_url, stream, "--all", "--yes")
-    assert "purged 1 dead letters" in result.stdout
+    assert "purged 1 dead letter of" in result.stdout
     assert await broker.dead_letters(stream) == []
     assert (await broker.stats(stream)).groups[0].lag == 1  # the replayed one waits anew
 
@@ -278,3 +286,81 @@ def test_children_of_a_killed_supervisor_drain_and_stop_by_themselves(start_work
     supervisor.kill()  # SIGKILL: no signal is forwarded
     supervisor.wait(5)
     wait_until(lambda: not any(running(pid) for pid in children), what="orphans to stop")
+
+
+BINARY = bytes(range(256)).replace(b"\n", b"") + b"\xff\xfe\x00"
+
+
+async def test_publish_takes_binary_lines_from_stdin(
+    stream: str, broker: RedisBroker, spawn: Spawn, redis_url: str, tmp_path: Path
+) -> None:
+    lines = tmp_path / "lines"
+    lines.write_bytes(BINARY + b"\n" + b"\x80 second\n")
+    with lines.open("rb") as stdin:
+        proc = spawn("publish", redis_url, stream, stdin=stdin)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"published 2 to {stream}" in out
+    assert [e.payload for e in await read_all(broker, stream)] == [BINARY, b"\x80 second"]
+
+
+async def test_publish_takes_one_binary_payload_from_a_file_or_all_of_stdin(
+    stream: str, broker: RedisBroker, spawn: Spawn, redis_url: str, tmp_path: Path
+) -> None:
+    body = tmp_path / "body.bin"
+    body.write_bytes(BINARY + b"\nand a second line\n")
+    pulses(spawn, "publish", redis_url, stream, "--file", str(body))
+    with body.open("rb") as stdin:
+        proc = spawn("publish", redis_url, stream, "--file", "-", stdin=stdin)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert [e.payload for e in await read_all(broker, stream)] == [body.read_bytes()] * 2
+
+
+async def read_all(broker: RedisBroker, stream: str) -> list[Envelope]:
+    """Every payload of the stream, through a consumer group of its own."""
+    consumer = broker.consumer(broker.subscription("reader"), [stream], handler="reader")
+    try:
+        await consumer.ensure()
+        return await fetch_n(consumer, (await broker.stats(stream)).length)
+    finally:
+        await consumer.aclose()
+
+
+async def test_with_pulses_url_set_publish_takes_the_stream_first(
+    stream: str, broker: RedisBroker, spawn: Spawn, redis_url: str
+) -> None:
+    done = pulses(spawn, "publish", stream, "hi", env={"PULSES_URL": redis_url})
+    assert f"published 1 to {stream}" in done.stdout
+    listed = pulses(spawn, "dlq", "list", stream, env={"PULSES_URL": redis_url})
+    assert f"no dead letters in {stream}" in listed.stdout
+    assert [e.payload for e in await read_all(broker, stream)] == [b"hi"]
+
+
+def test_info_watch_shows_a_header_with_the_time_and_interval(
+    stream: str, spawn: Spawn, redis_url: str
+) -> None:
+    pulses(spawn, "publish", redis_url, stream, "x")
+    watch = spawn("info", redis_url, stream, "--watch", "0.2")
+    seen = read_until(watch.stdout, f"{redis_url}  every 0.2s  ", f"stream {stream}")
+    header = next(line for line in seen.splitlines() if "every 0.2s" in line)
+    stamp = header.split("every 0.2s  ")[1].split("  (Ctrl+C")[0]
+    assert time.strptime(stamp, "%Y-%m-%d %H:%M:%S")
+    read_until(watch.stdout, "every 0.2s")  # it refreshes
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(10) == 0
+
+
+def test_two_processes_say_each_warning_once_and_log_their_pids(start_worker: Spawn) -> None:
+    supervisor = start_worker("-w", "2")
+    wait_until(lambda: len(children_of(supervisor.pid)) == 2, what="two children")
+    children = children_of(supervisor.pid)
+    seen = read_stderr_until(supervisor, *(f"-{pid}-" for pid in children))  # both started
+    supervisor.send_signal(signal.SIGTERM)
+    _, rest = supervisor.communicate(timeout=20)
+    stderr = seen + rest
+    assert supervisor.returncode == 0, stderr
+    assert stderr.count("press Ctrl+C again to force") == 1, stderr
+    assert f"[{supervisor.pid}] WARNING pulses.worker: SIGTERM: the 2 worker processes" in stderr
+    for pid in children:
+        assert f"[{pid}] INFO pulses: pulses stopped" in stderr

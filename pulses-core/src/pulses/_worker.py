@@ -15,38 +15,49 @@ from pulses._drain import run_until_drained
 from pulses._stats import RunStats
 from pulses._supervisor import SUPERVISOR_ENV
 
-__all__ = ["EXIT_FORCED", "check", "serve"]
+__all__ = ["BURST_GRACE", "EXIT_FORCED", "check", "serve"]
 
 logger = logging.getLogger("pulses.worker")
 
 EXIT_FORCED = 130
 """A second signal stopped the worker before running handlers finished."""
 
+BURST_GRACE = 5.0
+"""Seconds ``--burst`` waits, once only delayed messages are left, for one to come due.
+A retry a moment away is part of the batch; a publish delayed by ten minutes is not,
+and waiting for it silently would look like a hang."""
+
 
 async def serve(app: App[Any], *, burst: bool) -> int:
     """Run until a signal (or, with ``burst``, until the streams are drained); exit code."""
     token = CancellationToken()
-    runner = run_until_drained(app, timeout=None, token=token) if burst else app.run(token)
+    runner = (
+        run_until_drained(app, timeout=None, token=token, delayed_grace=BURST_GRACE)
+        if burst
+        else app.run(token)
+    )
     run: asyncio.Task[RunStats] = asyncio.create_task(runner)
     signals = 0
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    # Under a supervisor, which tells the user once for all its processes, not N times.
+    say = logger.debug if supervisor else logger.warning
 
     def on_signal(signum: signal.Signals) -> None:
         nonlocal signals
         signals += 1
         if signals == 1:
-            logger.warning(
+            say(
                 "%s: finishing running handlers, then stopping; press Ctrl+C again to force",
                 signum.name,
             )
             token.cancel()
         else:
-            logger.warning("%s again: stopping now; unfinished messages stay pending", signum.name)
+            say("%s again: stopping now; unfinished messages stay pending", signum.name)
             run.cancel()
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    supervisor = os.environ.get(SUPERVISOR_ENV)
     watch = (
         asyncio.create_task(_watch_supervisor(int(supervisor), on_signal)) if supervisor else None
     )

@@ -224,6 +224,7 @@ async def _prepared(app: App[Any], url: str | None, shutdown_timeout: float | No
     "--url",
     envvar="PULSES_URL",
     show_envvar=True,
+    metavar="URL",
     help="Run the app on this broker instead of the one its code builds (REDIS_URL never does).",
 )
 @click.option(
@@ -485,7 +486,12 @@ def publish(
     delay_ms: int,
     count: int,
 ) -> None:
-    """Publish PAYLOAD to STREAM; without one (or with '-'), each line of stdin, as bytes."""
+    """Publish PAYLOAD to STREAM; without one (or with '-'), each line of stdin, as bytes.
+
+    --file publishes a whole file (or with '-', all of stdin) as one payload, byte for
+    byte. A broker that lives inside one process (memory://) is refused: what this
+    command published would vanish when it exits.
+    """
     if payload is not None and source is not None:
         raise click.UsageError("give a PAYLOAD or --file, not both")
 

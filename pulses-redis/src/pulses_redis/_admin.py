@@ -133,9 +133,7 @@ class AdminFacet:
         alive: dict[str, bool] = {}
         if not isinstance(beats, Exception) and not isinstance(now, Exception):
             now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
-            alive = {
-                k.decode(errors="replace"): int(v) >= now_ms for k, v in _pairs(beats).items()
-            }
+            alive = {k.decode(errors="replace"): int(v) >= now_ms for k, v in _pairs(beats).items()}
         for entries in _ok(rest[2:]):
             for entry in entries:
                 c = _pairs(entry)
