@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -145,6 +146,34 @@ class Workers:
                 proc.wait(10)
 
 
+class Restarter:
+    """Starts the worker again as soon as it exits, from a thread, as a service manager
+    restarts a service (systemd's ``Restart=always``); ``restarts`` counts it.
+    ``pulses worker`` with one process (``-w 1``, the default) supervises nothing."""
+
+    def __init__(self, workers: Workers, *args: str) -> None:
+        self.workers = workers
+        self.args = args
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> Restarter:
+        self.proc = self.workers.start(*self.args)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):  # the poll interval of a process watcher
+            if self.proc.poll() is not None:
+                self.restarts += 1
+                self.proc = self.workers.start(*self.args)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 class _gone:
     def __enter__(self) -> None:
         return None
@@ -200,6 +229,38 @@ def publish(url: str, payloads: list[bytes], stream: str = STREAM) -> list[str]:
             return ids
 
     return asyncio.run(go())
+
+
+class Flow:
+    """Publishes ``m<n>|ok|<arg>`` straight to Redis at about ``rate`` a second, from a
+    thread, until ``stop()``; ``ids`` are what it published."""
+
+    def __init__(self, server: AofRedis, rate: float, arg: str = "0.001") -> None:
+        self.server = server
+        self.rate = rate
+        self.arg = arg
+        self.ids: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Flow:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        client = self.server.client()
+        while not self._stop.wait(1 / self.rate):  # the pace of the flow, not a wait
+            ident = f"m{len(self.ids)}"
+            client.xadd(STREAM, {"payload": payload(ident, "ok", self.arg)})
+            self.ids.append(ident)
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.ids
 
 
 # -- the ledger and the checker -------------------------------------------------------

@@ -159,7 +159,7 @@ def test_sigkill_once_mid_batch(
         )
 
 
-@pytest.mark.parametrize("settings", ["defaults", "tuned"])
+@pytest.mark.parametrize("settings", ["defaults", pytest.param("tuned", marks=pytest.mark.slow)])
 def test_sigkill_and_restart_at_once(
     aof_redis: AofRedis, workers: Callable[..., Workers], seed: int, settings: str
 ) -> None:

@@ -1,8 +1,10 @@
 """Poison messages: one that always raises, one that kills its own process, one that
-hangs; among a steady flow of good messages whose latency should barely move."""
+hangs, among a steady flow of good messages whose latency should barely move; and a
+process-killing one among 200 good jobs published ahead of a restarted worker."""
 
 from __future__ import annotations
 
+import random
 import statistics
 import threading
 import time
@@ -11,23 +13,34 @@ from collections.abc import Callable
 import pytest
 
 from faults.fault_harness import (
+    SETTINGS,
     AofRedis,
     Case,
+    Restarter,
     Workers,
+    acked,
+    case_name,
     children,
+    dead_ids,
     dead_letters,
     payload,
+    publish,
     read_ledger,
     started,
     tally,
     wait_drained,
     wait_for,
 )
+from pulses import Handler
 
 pytestmark = pytest.mark.redis
 
 MAX_DELIVERIES = 3
 TIMEOUT_S = 1.0
+GOOD_DEADLINE_S = 60
+"""Issue 9: 0 good jobs unhandled 60 s after they were published."""
+DEATH_BOUND_S = 10
+"""One death, a restart and the takeover of the dead consumer's messages, at most."""
 
 
 def steady(aof_redis: AofRedis, ids: list[str], rate: float) -> threading.Thread:
@@ -117,3 +130,70 @@ def test_poison_messages(aof_redis: AofRedis, workers: Callable[..., Workers], s
         assert len(runs["poison-hang"]) == MAX_DELIVERIES
         assert "HandlerTimeout" in dead["poison-hang"]
         assert case.figures["latency_during_poison_p50_s"] < 0.1
+
+
+@pytest.mark.parametrize("settings", [pytest.param("defaults", marks=pytest.mark.slow), "tuned"])
+def test_a_process_killing_poison_among_200_good_jobs(
+    aof_redis: AofRedis, workers: Callable[..., Workers], seed: int, settings: str
+) -> None:
+    """Issue 9: one worker process (WORKERS 8) restarted whenever it dies, a message
+    that SIGKILLs it among 200 good ones published ahead. Batched recovery counted every
+    death against the poison's batch-mates: 23-31 good jobs were dead-lettered with it,
+    and with defaults 18-31 still waited after 60 s."""
+    rng = random.Random(seed)
+    client = aof_redis.client()
+    max_deliveries = Handler.MAX_DELIVERIES if settings == "defaults" else MAX_DELIVERIES
+    env = {**SETTINGS[settings], "FAULT_WORKERS": "8"}
+    if settings == "tuned":
+        env["FAULT_MAX_DELIVERIES"] = str(MAX_DELIVERIES)
+    with Case(case_name("poison-among-200", settings), seed) as case:
+        w = workers(aof_redis.url, **env)
+        good = [f"good{i}" for i in range(200)]
+        bodies = [payload(g, "ok", "0.1") for g in good]
+        bodies.insert(rng.randrange(100), payload("poison", "die"))
+        publish(aof_redis.url, bodies)
+        with Restarter(w) as supervisor:
+            published = time.monotonic()
+            wait_for(
+                lambda: set(good) <= set(acked(read_ledger(w.ledger))) | set(dead_ids(client)),
+                GOOD_DEADLINE_S,
+                f"every good job handled or dead-lettered within {GOOD_DEADLINE_S} s",
+                interval=0.1,
+            )
+            good_done = time.monotonic() - published
+            wait_for(
+                lambda: dead_ids(client)["poison"],
+                max_deliveries * DEATH_BOUND_S,
+                "the poison to be dead-lettered",
+                interval=0.1,
+            )
+            parked = time.monotonic() - published
+            wait_drained(client, w.ledger, [*good, "poison"], 30)
+        records = read_ledger(w.ledger)
+        runs = started(records)
+        dead = {
+            f[b"payload"].split(b"|")[0].decode(): f[b"reason"].decode()
+            for f in dead_letters(client)
+        }
+        figures = tally(client, w.ledger, [*good, "poison"])
+        case.figures.update(
+            figures,
+            settings=settings,
+            max_deliveries=max_deliveries,
+            deaths=supervisor.restarts,
+            poison_runs=len(runs["poison"]),
+            good_dead_lettered=sorted(set(dead) - {"poison"}),
+            good_max_deliveries=max(r["d"] for g in good for r in runs[g]),
+            good_run_alone=sum(1 for g in good for r in runs[g] if r.get("sus")),
+            good_handled_after_s=round(good_done, 2),
+            poison_parked_after_s=round(parked, 2),
+        )
+        assert figures["lost"] == 0
+        assert figures["unexpected"] == 0
+        assert set(dead) == {"poison"}  # no good job dead-lettered
+        assert "without being settled" in dead["poison"]
+        assert len(runs["poison"]) == max_deliveries
+        assert supervisor.restarts == max_deliveries
+        # Each death is one more delivery of what was in flight; the poison's batch-mates
+        # are in flight with it only at its first death, then it runs alone.
+        assert case.figures["good_max_deliveries"] <= 2
