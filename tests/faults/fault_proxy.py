@@ -1,5 +1,7 @@
 """A small TCP proxy on 127.0.0.1 between workers and Redis, run in a thread, that can
-reset every connection, refuse new ones, stall (sockets open, no bytes) and delay."""
+reset every connection, refuse new ones, stall (every connection, or only those open
+now: sockets open, no bytes), lose the replies to chosen requests (which reach Redis)
+and delay."""
 
 from __future__ import annotations
 
@@ -20,9 +22,14 @@ class Proxy:
             self.port: int = s.getsockname()[1]
         self.delay = 0.0
         self.stalled = False
+        self.lose_replies_to: tuple[bytes, ...] = ()
+        """A request holding one of these byte strings reaches Redis, but its reply and
+        every later one on its connection are dropped: a reply lost on the way."""
+        self.lost_replies: list[bytes] = []
+        """What was dropped so."""
         self.client_closes: list[float] = []
         """When a client closed its side (monotonic): how a stall is seen to be detected."""
-        self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._conns: dict[tuple[asyncio.StreamWriter, asyncio.StreamWriter], _Link] = {}
         self._server: asyncio.Server | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -59,6 +66,18 @@ class Proxy:
                 self._server = None
 
         self._call(close)
+
+    def stall_open(self) -> int:
+        """The connections open now fall silent for good, both ways, and stay open; new
+        ones work. Returns how many."""
+
+        def stall() -> int:
+            for link in self._conns.values():
+                link.silent = True
+            return len(self._conns)
+
+        count: int = self._call(stall)
+        return count
 
     def reset(self) -> None:
         """Every open connection gets a TCP RST, on both sides."""
@@ -99,19 +118,18 @@ class Proxy:
             client_w.transport.abort()
             return
         pair = (client_w, server_w)
-        self._conns.add(pair)
-        doomed = [False]  # bytes dropped during a stall: never forward on it again
+        link = self._conns[pair] = _Link()
         await asyncio.gather(
-            self._pump(client_r, server_w, doomed, from_client=True),
-            self._pump(server_r, client_w, doomed, from_client=False),
+            self._pump(client_r, server_w, link, from_client=True),
+            self._pump(server_r, client_w, link, from_client=False),
         )
-        self._conns.discard(pair)
+        self._conns.pop(pair, None)
 
     async def _pump(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        doomed: list[bool],
+        link: _Link,
         *,
         from_client: bool,
     ) -> None:
@@ -119,8 +137,13 @@ class Proxy:
             while data := await reader.read(65536):
                 if self.delay:
                     await asyncio.sleep(self.delay)
-                if self.stalled or doomed[0]:
-                    doomed[0] = True
+                if self.stalled or link.silent:
+                    link.silent = True
+                    continue
+                if from_client and any(p in data for p in self.lose_replies_to):
+                    link.deaf = True  # before the request goes: its reply may be quick
+                elif not from_client and link.deaf:
+                    self.lost_replies.append(data)
                     continue
                 writer.write(data)
                 await writer.drain()
@@ -130,3 +153,16 @@ class Proxy:
             pass
         finally:
             writer.transport.abort()
+
+
+class _Link:
+    """One proxied connection. Once bytes were dropped on it, it never forwards them
+    again that way: a stream with a hole would be read as garbage."""
+
+    __slots__ = ("deaf", "silent")
+
+    def __init__(self) -> None:
+        self.silent = False
+        """Nothing goes through, either way (a stall)."""
+        self.deaf = False
+        """Replies are dropped; requests still go through."""

@@ -1,22 +1,30 @@
 """Redis killed (SIGKILL) or shut down cleanly mid-run and restarted on the same port and
-AOF; and a Redis that comes back empty. The worker processes are never restarted."""
+AOF, once each or six times in a row; and a Redis that comes back empty. The worker
+processes are never restarted."""
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from faults.fault_harness import (
+    SETTINGS,
     AofRedis,
     Case,
     Workers,
+    case_name,
     cpu_seconds,
     group_state,
     payload,
+    pending_ids,
     publish,
     read_ledger,
     started,
@@ -30,6 +38,9 @@ pytestmark = pytest.mark.redis
 CLAIM_IDLE_MS = 1000
 MAX_IN_FLIGHT = 8
 RETRY_AFTER_MS = 2500
+PENDING_BOUND_S = 20.0
+"""Longer than an outage here and a reconnect backoff (at most 5 s), far below the
+default claim_idle (60 s): what a message stranded under a live worker waited."""
 
 
 def handled_count(w: Workers) -> int:
@@ -194,3 +205,85 @@ def test_redis_comes_back_empty(
         assert figures["duplicates"] == 0
         assert case.figures["workers_alive"]
         assert max(cpu) < 0.5
+
+
+class PendingWatch:
+    """Samples the group's pending list from a thread, Redis up or down, and keeps how
+    long each entry stayed in it: from the first sample that saw it to the first that
+    did not (an outage in between counts)."""
+
+    def __init__(self, server: AofRedis) -> None:
+        self.server = server
+        self.since: dict[str, float] = {}
+        self.stayed: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PendingWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        # No retries: a sample fails at once while Redis is down and the next one, 50 ms
+        # later, sees it back (the default client would back off for seconds).
+        client = redis.Redis(port=self.server.port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+        while not self._stop.wait(0.05):  # the sampling interval
+            try:
+                ids = set(pending_ids(client))
+            except redis.RedisError:  # down, or loading its AOF
+                continue
+            now = time.monotonic()
+            for entry_id in ids - self.since.keys():
+                self.since[entry_id] = now
+            for entry_id in self.since.keys() - ids:
+                self.stayed[entry_id] = now - self.since.pop(entry_id)
+
+    def longest(self) -> tuple[float, str]:
+        """The longest stay and its entry; one still pending counts until now."""
+        now = time.monotonic()
+        stays = {**self.stayed, **{i: now - t for i, t in list(self.since.items())}}
+        return max(((t, i) for i, t in stays.items()), default=(0.0, ""))
+
+
+@pytest.mark.parametrize("settings", ["defaults", pytest.param("tuned", marks=pytest.mark.slow)])
+def test_redis_killed_six_times_under_a_live_worker(
+    aof_redis: AofRedis, workers: Callable[..., Workers], seed: int, settings: str
+) -> None:
+    """Issue 9: with defaults, in 1 run of 6, 32 jobs stayed over 60 s in the live
+    worker's own pending list (a fetch whose reply was lost in the kill)."""
+    rng = random.Random(seed)
+    client = aof_redis.client()
+    with Case(case_name("redis-killed-6x", settings), seed) as case:
+        w = workers(aof_redis.url, **SETTINGS[settings])
+        worker = w.start()
+        wait_for(lambda: client.exists("jobs"), 20, "the worker to create the group")
+        ids = [f"m{i}" for i in range(3000)]
+        publish(aof_redis.url, [payload(i, "ok", "0.01") for i in ids])
+        outages = []
+        with PendingWatch(aof_redis) as watch:
+            for _ in range(6):
+                base = handled_count(w)
+                wait_for(lambda: handled_count(w) >= base + 150, 30, "the worker to handle")  # noqa: B023  (called at once)
+                outages.append(outage(aof_redis, w, "kill", rng.uniform(0.2, 1.5)))
+            client = aof_redis.client()
+            drain = wait_drained(client, w.ledger, ids, PENDING_BOUND_S)
+        longest, entry = watch.longest()
+        figures = tally(client, w.ledger, ids)
+        case.figures.update(
+            figures,
+            settings=settings,
+            outages=[o["down_s"] for o in outages],
+            longest_pending_s=round(longest, 2),
+            longest_pending_entry=entry,
+            drain_after_last_restart_s=round(drain, 2),
+            worker_alive=worker.poll() is None,
+        )
+        assert figures["lost"] == 0
+        assert figures["unexpected"] == 0
+        assert figures["dead_lettered"] == 0
+        assert case.figures["worker_alive"]
+        assert longest <= PENDING_BOUND_S
