@@ -1,5 +1,6 @@
-"""Bad input end to end: foreign entries mid-batch, payloads from 0 bytes to 64 MiB, a
-payload bigger than the server accepts, a key of the wrong type, an ACL user lacking a
+"""Bad input end to end: foreign entries mid-batch, foreign fields that look like our
+bookkeeping, payloads from 0 bytes to 64 MiB, a payload bigger than the server accepts,
+stream names no broker could use, a key of the wrong type, an ACL user lacking a
 command, a wrong password; a canary password never shows; nothing unpickles."""
 
 from __future__ import annotations
@@ -12,20 +13,28 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import pulses
 from faults.fault_harness import (
+    SETTINGS,
     AofRedis,
     Case,
     Workers,
+    case_name,
     cpu_seconds,
+    dead_letters,
     read_ledger,
     wait_drained,
     wait_for,
 )
+from pulses import Ack, App, Broker, Context, Envelope, Handler, Outcome
+from pulses.cli import EXIT
+from pulses_memory import MemoryBroker
 from pulses_redis import RedisBroker
+from redis_server import redis_server_binary
 
 pytestmark = pytest.mark.redis
 
@@ -88,6 +97,111 @@ def test_foreign_entries_and_payload_sizes(
         assert set(done) == set(expected)  # every entry handled, foreign ones too
         assert case.figures["runs"] == len(expected)  # each once: no batch broke
         assert len(exact) == len(SIZES)
+
+
+LOOKALIKES: list[list[str]] = [
+    ["payload", "p", "deliveries", "50", "headers", '{"trace": "t1"}'],
+    ["payload", "q", "deliveries", "9", "enqueued", "1", "headers", "{}", "attempts", "3"],
+    ["payload", "look|ok|", "deliveries", "50", "headers", '{"a": "b"}'],
+]
+"""Foreign entries whose fields look like the bookkeeping Pulses once kept unprefixed."""
+
+
+@pytest.mark.parametrize("settings", ["defaults", "tuned"])
+def test_foreign_fields_that_look_like_ours_reach_the_handler(
+    aof_redis: AofRedis, workers: Callable[..., Workers], seed: int, settings: str
+) -> None:
+    """Issue 9: ``XADD s * payload p deliveries 50`` was dead-lettered without running,
+    its foreign ``deliveries`` read as our own count."""
+    client = aof_redis.client()
+    with Case(case_name("foreign-lookalike-fields", settings), seed) as case:
+        w = workers(aof_redis.url, **SETTINGS[settings])
+        w.start()
+        wait_for(lambda: client.exists("jobs"), 20, "the worker to create the group")
+        cli = Path(redis_server_binary()).with_name("redis-cli")
+        first = subprocess.run(
+            [cli, "-p", str(aof_redis.port), "XADD", "jobs", "*", *LOOKALIKES[0]],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        written = {first.stdout.strip(): LOOKALIKES[0]}
+        for fields in LOOKALIKES[1:]:
+            entry_id = client.execute_command("XADD", "jobs", "*", *fields)  # type: ignore[no-untyped-call]  # untyped in redis-py
+            written[entry_id.decode()] = fields
+        wait_drained(client, w.ledger, ["look"], 30)
+        records = read_ledger(w.ledger)
+        ends = {r["eid"]: r for r in records if r["ev"] == "E"}
+        seen = {
+            eid: (r.get("fields"), r.get("headers"), r["d"])
+            for eid, r in ends.items()
+            if eid in written
+        }
+        case.figures.update(
+            settings=settings,
+            handled=len(seen),
+            dead_lettered=len(dead_letters(client)),
+            runs=sum(1 for r in records if r["ev"] == "E"),
+            deliveries_seen=sorted(r["d"] for r in ends.values()),
+        )
+        assert not dead_letters(client)
+        assert case.figures["runs"] == len(written)  # each once
+        for eid, fields in written.items():
+            if fields[1] == "look|ok|":  # ours in shape: the handler ran it as a job
+                assert ends[eid]["d"] == 1
+                continue
+            pairs = [[k, v] for k, v in zip(fields[::2], fields[1::2], strict=True)]
+            assert seen[eid] == (pairs, {}, 1), eid  # every field, none read as ours
+
+
+BAD_STREAMS = {
+    "a}b": "has a '}' but no hash tag",
+    "{}x": "has a '}' but no hash tag",
+    # Not UTF-8 on the command line: Python reads it as a lone surrogate.
+    "x\udcffy": "not valid Unicode",
+}
+
+
+class _Named(Handler[Broker[Any]]):
+    async def handle(self, ctx: Context[Broker[Any]], msg: Envelope) -> Outcome:
+        return Ack()
+
+
+def test_bad_stream_names_are_refused_at_the_first_call(
+    aof_redis: AofRedis, workers: Callable[..., Workers], seed: int
+) -> None:
+    """Issue 9: ``a}b`` and ``{}x`` were taken by ``publish`` and ``register`` and then
+    refused by ``run``: what was published could never be consumed. A lone surrogate
+    raised a bare UnicodeEncodeError on Redis. The broker's own calls are in the
+    conformance suite; here: App.register on both brokers, ``pulses publish`` and
+    ``pulses worker``."""
+    client = aof_redis.client()
+    with Case("bad-names", seed) as case:
+        errors: dict[str, list[str]] = {}
+        for bad, rule in BAD_STREAMS.items():
+            brokers: list[Broker[Any]] = [MemoryBroker(), RedisBroker.from_url(aof_redis.url)]
+            for broker in brokers:
+                handler = type("Named", (_Named,), {"STREAMS": (bad,)})()
+                with pytest.raises(pulses.ConfigurationError, match=r"Named\.STREAMS") as info:
+                    App(broker, broker.subscription("g")).register(handler)
+                assert rule in str(info.value)
+            publish = subprocess.run(
+                [sys.executable, "-m", "pulses", "publish", aof_redis.url, bad, "x"],
+                capture_output=True,
+                timeout=60,
+            )
+            w = workers(aof_redis.url, FAULT_STREAM=bad)
+            worker = w.start()
+            worker.wait(60)
+            said = [publish.stderr.decode(errors="replace"), w.log(0)]
+            errors[repr(bad)] = [text.strip().splitlines()[-1][:200] for text in said]
+            assert publish.returncode == EXIT["config"], said[0]
+            assert worker.returncode == EXIT["config"], said[1]
+            assert "stream" in said[0]
+            assert "Faulty.STREAMS" in said[1]
+            assert all(rule in text for text in said), said
+        case.figures.update(errors=errors, keys_written=len(client.keys()))
+        assert client.keys() == []  # nothing was written under any of these names
 
 
 async def _publish_each(url: str, bodies: list[bytes]) -> list[str]:
