@@ -52,7 +52,15 @@ async def test_reclaim_is_not_starved_by_a_backlog(redis_url: str) -> None:
         await dead.ensure()
         assert len(await dead.fetch(4, 0)) == 4  # and it never settles them
         await broker.publish_many(stream, [b"backlog-%d" % i for i in range(3000)])
-        app = App(broker, broker.subscription("g"), claim_idle_ms=300, block_ms=100)
+        # The reclaim interval follows liveness_ms (1 s by default) since consumers
+        # heartbeat: set it to what this test's bound assumes.
+        app = App(
+            broker,
+            broker.subscription("g"),
+            claim_idle_ms=300,
+            reclaim_interval_ms=150,
+            block_ms=100,
+        )
         token = CancellationToken()
         started = time.monotonic()
         run = asyncio.create_task(app.register(Slow()).run(token))
