@@ -132,7 +132,7 @@ def test_poison_messages(aof_redis: AofRedis, workers: Callable[..., Workers], s
         assert case.figures["latency_during_poison_p50_s"] < 0.1
 
 
-@pytest.mark.parametrize("settings", [pytest.param("defaults", marks=pytest.mark.slow), "tuned"])
+@pytest.mark.parametrize("settings", ["defaults", "tuned"])
 def test_a_process_killing_poison_among_200_good_jobs(
     aof_redis: AofRedis, workers: Callable[..., Workers], seed: int, settings: str
 ) -> None:
