@@ -379,3 +379,28 @@ async def test_several_handlers_of_one_app_run_side_by_side(broker, stream):
     two.__name__ = "Two"
     stats = await run_until_drained(make_app(broker).register(one(), two()))
     assert {name: s.acked for name, s in stats.handlers.items()} == {"One": 5, "Two": 7}
+
+
+async def test_shutdown_ends_even_when_a_broker_call_swallows_its_cancel(
+    broker: MemoryBroker, stream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pulses_memory import MemoryConsumer
+
+    beats: list[int] = []
+
+    async def stubborn(self: MemoryConsumer, ttl_ms: int) -> None:
+        beats.append(ttl_ms)
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass  # as redis-py does at times (redis-py#2028)
+
+    monkeypatch.setattr(MemoryConsumer, "heartbeat", stubborn)
+    handler = handler_class(ack(), stream)
+    app = make_app(broker, liveness_ms=30).register(handler())
+    token = CancellationToken()
+    running = asyncio.create_task(app.run(token))
+    await wait_for(lambda: len(beats) >= 5)
+    token.cancel()
+    done, _ = await asyncio.wait([running], timeout=5)
+    assert done, "the run did not stop"

@@ -59,6 +59,9 @@ a no-op handler reaches the raw loop's speed (docs/performance.md has the figure
 PREFETCH_HORIZON = 0.05
 """Seconds of work, at the handler's measured rate, that a default window holds."""
 _RATE_EVERY = 0.1
+_CANCEL_WAIT = 1.0
+_KEEPER_GRACE = 5.0
+"""Seconds a lease keeper or heartbeat may take to finish its broker call at shutdown."""
 _COUNTER = {Ack: "acked", Retry: "retried", Drop: "dropped", DeadLetter: "dead_lettered"}
 
 
@@ -244,8 +247,11 @@ class _HandlerRun:
         self.reclaim_due = False
         """A reclaim waits for free slots; the fetcher leaves them to it."""
         self.outage = _Outage()
+        self.keepers_token = CancellationToken()
+        """Fires when the lease keeper and the heartbeat must stop (everything settled)."""
         self.stopping = False
         self.settle_closed = False
+        self.settle_given_up = False
 
     # -- admission ----------------------------------------------------------------
 
@@ -493,7 +499,7 @@ class _HandlerRun:
 
     async def settle_loop(self) -> None:
         streak = _Streak(f"settle for handler {self.handler.name}", self.outage)
-        while True:
+        while not self.settle_given_up:
             if not self.to_settle:
                 if self.settle_closed:
                     return
@@ -555,9 +561,12 @@ class _HandlerRun:
         streak = _Streak(f"heartbeat for handler {self.handler.name}", self.outage)
         ttl = self.config.liveness_ms
         every = ttl / 3000
-        while True:
+        token = self.keepers_token
+        while not token.cancelled:
             before = time.monotonic()
-            await asyncio.sleep(every)
+            await _pause(token, every)
+            if token.cancelled:
+                return
             late = time.monotonic() - before - every
             if late * 1000 > ttl / 2:
                 logger.warning(
@@ -571,7 +580,7 @@ class _HandlerRun:
             try:
                 await self.consumer.heartbeat(ttl)
             except Exception as exc:
-                await asyncio.sleep(min(every, streak.failed(exc)))
+                await _pause(token, min(every, streak.failed(exc)))
                 continue
             streak.succeeded()
 
@@ -580,8 +589,9 @@ class _HandlerRun:
         lease_s = self.config.lease_interval_ms / 1000
         tick = min(lease_s, self.timeout / 4) if self.timeout else lease_s
         next_extend = time.monotonic() + lease_s
-        while True:
-            await asyncio.sleep(tick)
+        token = self.keepers_token
+        while not token.cancelled:
+            await _pause(token, tick)
             now = time.monotonic()
             if self.timeout:
                 self.enforce_deadlines(now)
@@ -677,11 +687,15 @@ class _HandlerRun:
         self.settle_closed = True
         self.settle_ready.set()
         await _finish(settler, max(self.config.shutdown_timeout, 1.0))
+        self.settle_given_up = True
         self.stats.unsettled += len(self.to_settle)
         # Leases and heartbeats go on until everything is settled: what is still
-        # running must not be taken over before it is abandoned.
+        # running must not be taken over before it is abandoned. They stop by a token,
+        # not by a cancel: a cancel that lands inside a redis-py call can be swallowed
+        # there (redis-py#2028), and the keeper would go on forever.
+        self.keepers_token.cancel()
         for keeper in keepers:
-            await _finish(keeper, 0)
+            await _finish(keeper, _KEEPER_GRACE)
         try:
             await self.consumer.aclose()
         except Exception as exc:
@@ -718,11 +732,20 @@ class _TimedOut:
 
 
 async def _finish(task: asyncio.Task[None], grace: float) -> None:
-    """Let a task end by itself within ``grace`` seconds, then cancel it."""
+    """Let a task end by itself within ``grace`` seconds, then cancel it.
+
+    A cancel that lands inside a redis-py call can be swallowed there (redis-py#2028):
+    a task that is not done a second after its cancel is left behind, with an error,
+    rather than hanging the shutdown. Loops also stop by their own flags or tokens.
+    """
     if grace > 0:
         await asyncio.wait([task], timeout=grace)
     if not task.done():
         task.cancel()
+        await asyncio.wait([task], timeout=_CANCEL_WAIT)
+    if not task.done():
+        logger.error("%s did not stop when cancelled; left behind", task.get_coro())
+        return
     await asyncio.gather(task, return_exceptions=True)
 
 
