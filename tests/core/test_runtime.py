@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -390,10 +391,8 @@ async def test_shutdown_ends_even_when_a_broker_call_swallows_its_cancel(
 
     async def stubborn(self: MemoryConsumer, ttl_ms: int) -> None:
         beats.append(ttl_ms)
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # as redis-py at times does
             await asyncio.sleep(0.05)
-        except asyncio.CancelledError:
-            pass  # as redis-py does at times (redis-py#2028)
 
     monkeypatch.setattr(MemoryConsumer, "heartbeat", stubborn)
     handler = handler_class(ack(), stream)

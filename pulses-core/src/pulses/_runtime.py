@@ -562,7 +562,7 @@ class _HandlerRun:
         ttl = self.config.liveness_ms
         every = ttl / 3000
         token = self.keepers_token
-        while not token.cancelled:
+        while True:
             before = time.monotonic()
             await _pause(token, every)
             if token.cancelled:
