@@ -35,6 +35,11 @@ pytestmark = pytest.mark.redis
 TUNED_CLAIM_IDLE_MS = 1000
 RERUN_BOUND_S = 5.0
 """Issue 9: a killed worker's jobs run again elsewhere within 5 s, with defaults."""
+SERIAL = (
+    "library limit: a dead consumer's messages are all suspects, and each runs alone, one "
+    "after another, once its heartbeat lapsed (about 3 s): the last of 16-32 held jobs of "
+    "0.2 s runs again some 6-10 s after the kill"
+)
 
 
 def rerun_elsewhere(
@@ -159,30 +164,48 @@ def test_sigkill_once_mid_batch(
         )
 
 
-@pytest.mark.parametrize("settings", ["defaults", pytest.param("tuned", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    ("settings", "sleep"),
+    [
+        ("defaults", "0.02"),
+        pytest.param("defaults", "0.2", marks=pytest.mark.xfail(strict=True, reason=SERIAL)),
+        pytest.param("tuned", "0.02", marks=pytest.mark.slow),
+    ],
+)
 def test_sigkill_and_restart_at_once(
-    aof_redis: AofRedis, workers: Callable[..., Workers], seed: int, settings: str
+    aof_redis: AofRedis, workers: Callable[..., Workers], seed: int, settings: str, sleep: str
 ) -> None:
     """Issue 9: one `pulses worker`, jobs published ahead, SIGKILLed and restarted at
     once under a new consumer name: its jobs ran again only after claim_idle (60 s)."""
-    with Case(case_name("sigkill-restart", settings), seed) as case:
+    base = "sigkill-restart" if sleep == "0.02" else f"sigkill-restart-{sleep}s-jobs"
+    with Case(case_name(base, settings), seed) as case:
         run_kills(
             aof_redis,
             workers,
             seed,
             settings=settings,
             processes=1,
-            messages=2000,
+            messages=int(40 / float(sleep)),  # 5 s of work for 8 workers
             kills=1,
-            sleep="0.02",
+            sleep=sleep,
             case=case,
         )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("settings", ["defaults", "tuned"])
+@pytest.mark.parametrize(
+    ("settings", "messages", "sleep"),
+    # Work to outlast four kills and takeovers: with defaults 8 workers a process, and a
+    # takeover by liveness takes about 4 s.
+    [("defaults", 18000, "0.03"), ("tuned", 6000, "0.03")],
+)
 def test_sigkill_repeatedly_mid_batch(
-    aof_redis: AofRedis, workers: Callable[..., Workers], seed: int, settings: str
+    aof_redis: AofRedis,
+    workers: Callable[..., Workers],
+    seed: int,
+    settings: str,
+    messages: int,
+    sleep: str,
 ) -> None:
     with Case(case_name("sigkill-repeated", settings), seed) as case:
         run_kills(
@@ -191,8 +214,8 @@ def test_sigkill_repeatedly_mid_batch(
             seed,
             settings=settings,
             processes=3,
-            messages=6000,
+            messages=messages,
             kills=4,
-            sleep="0.03",
+            sleep=sleep,
             case=case,
         )
