@@ -131,7 +131,7 @@ def socket_timeout(settings: str) -> tuple[float, str]:
 
 @pytest.mark.parametrize(
     "settings",
-    [pytest.param("defaults", marks=pytest.mark.xfail(strict=True, reason=RETRIED)), "tuned"],
+    ["defaults", "tuned"],
 )
 def test_a_lost_fetch_reply_is_read_again(
     aof_redis: AofRedis,
@@ -187,7 +187,6 @@ def test_a_lost_fetch_reply_is_read_again(
         assert case.figures["worker_alive"]
 
 
-@pytest.mark.xfail(strict=True, reason=f"{RETRIED}; and no WARNING line says so")
 @pytest.mark.parametrize("settings", [pytest.param("defaults", marks=pytest.mark.slow), "tuned"])
 def test_a_stalled_connection_delays_no_job_past_the_socket_timeout(
     aof_redis: AofRedis,
@@ -227,8 +226,18 @@ def test_a_stalled_connection_delays_no_job_past_the_socket_timeout(
         wait_drained(client, w.ledger, ids, timeout + 3)
         records = read_ledger(w.ledger)
         waits = [float(r["lat"]) for r in records if r["ev"] == "S"]
-        log = w.log(0)[log_before:]
-        warnings = [line for line in log.splitlines() if " WARNING " in line]
+
+        def warnings_now() -> list[str]:
+            return [line for line in w.log(0)[log_before:].splitlines() if " WARNING " in line]
+
+        def settled_down() -> bool:
+            # A stalled connection still in the pool fails the call that next uses it,
+            # up to a socket timeout later: wait until each failure has its recovery.
+            lines = warnings_now()
+            return sum(" failed, " in x for x in lines) == sum(" works again " in x for x in lines)
+
+        wait_for(settled_down, timeout + 5, "each connection failure to be followed by a recovery")
+        warnings = warnings_now()
         figures = tally(client, w.ledger, ids)
         case.figures.update(
             figures,
@@ -244,5 +253,8 @@ def test_a_stalled_connection_delays_no_job_past_the_socket_timeout(
         assert figures["unexpected"] == 0
         assert case.figures["worker_alive"]
         assert max(waits) <= timeout + 3
-        assert len([line for line in warnings if "failed" in line]) == 1
-        assert len([line for line in warnings if "recovered" in line]) == 1
+        # Each stalled connection is one WARNING when a call on it times out and one when
+        # the next call works: never one line per loop, never silence.
+        failures = [line for line in warnings if " failed, " in line]
+        recoveries = [line for line in warnings if " works again " in line]
+        assert 1 <= len(failures) == len(recoveries) <= stalled

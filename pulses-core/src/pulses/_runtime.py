@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ from pulses._envelope import Envelope
 from pulses._errors import SettleError
 from pulses._handler import Context, Handler
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
-from pulses._policy import RetryPolicy
+from pulses._policy import RetryPolicy, jittered_backoff
 from pulses._stats import HandlerStats
 
 __all__ = ["Isolation", "RuntimeConfig", "run_handler"]
@@ -59,6 +58,8 @@ a no-op handler reaches the raw loop's speed (docs/performance.md has the figure
 PREFETCH_HORIZON = 0.05
 """Seconds of work, at the handler's measured rate, that a default window holds."""
 _RATE_EVERY = 0.1
+REMIND_EVERY = 30.0
+"""Seconds between two reminders that the broker still fails."""
 _CANCEL_WAIT = 1.0
 _KEEPER_GRACE = 5.0
 """Seconds a lease keeper or heartbeat may take to finish its broker call at shutdown."""
@@ -78,26 +79,67 @@ class RuntimeConfig:
 
 
 class _Outage:
-    """Broker trouble seen by any loop of one handler. While calls fail, every owner's
-    lease renewals and heartbeats fail too: reclaim then spares what went idle, and the
-    consumers that went silent, during the outage, until their owners have had time to
-    renew, instead of stealing from live workers."""
+    """Broker trouble seen by any loop of one handler.
 
-    __slots__ = ("duration", "ended", "since")
+    Logged as one WARNING when a loop starts failing, a reminder every REMIND_EVERY
+    seconds while any still fails, and one WARNING when the first call works again: a
+    stall or a Redis restart is two lines, not one per loop.
 
-    def __init__(self) -> None:
+    While calls fail, every owner's lease renewals and heartbeats fail too: reclaim then
+    spares what went idle, and the consumers that went silent, during the outage, until
+    their owners have had time to renew, instead of stealing from live workers.
+    """
+
+    __slots__ = ("duration", "ended", "failing", "handler", "reminded", "since")
+
+    def __init__(self, handler: str) -> None:
+        self.handler = handler
+        self.failing: dict[str, int] = {}
+        """What failed (fetch, settle, ...) and how often, while the outage lasts."""
         self.since: float | None = None
+        self.reminded = 0.0
         self.duration = 0.0
         self.ended = -math.inf
 
-    def failed(self) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
+    def failed(self, what: str, exc: BaseException, first: bool) -> None:
+        """``first``: this loop had not been failing. A loop still failing from an
+        outage that another loop saw end is a straggler, not a new outage."""
+        now = time.monotonic()
+        self.failing[what] = self.failing.get(what, 0) + 1
+        if self.since is None and first:
+            self.since = self.reminded = now
+            logger.warning(
+                "handler %s: %s failed, retrying with backoff: %s: %s",
+                self.handler,
+                what,
+                type(exc).__name__,
+                exc,
+            )
+        elif self.failing and now - self.reminded >= REMIND_EVERY:
+            self.reminded = now
+            logger.warning(
+                "handler %s: %s still failing, retrying: %s: %s",
+                self.handler,
+                ", ".join(self.failing),
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            logger.debug("handler %s: %s failed again: %r", self.handler, what, exc)
 
-    def recovered(self) -> None:
-        if self.since is not None:
-            now = time.monotonic()
-            self.duration, self.ended, self.since = now - self.since, now, None
+    def recovered(self, what: str) -> None:
+        """The first call that works again ends the outage."""
+        self.failing.pop(what, None)
+        if self.since is None:
+            return
+        now = time.monotonic()
+        self.duration, self.ended, self.since = now - self.since, now, None
+        logger.warning(
+            "handler %s: the broker works again after %.1fs (%s recovered)",
+            self.handler,
+            self.duration,
+            what,
+        )
 
     def spare_ms(self, margin_ms: int, window_ms: int) -> int:
         """How much longer than usual to wait before taking anything over: the outage
@@ -111,33 +153,25 @@ class _Outage:
 
 
 class _Streak:
-    """Backoff for a loop whose broker calls fail: jittered, capped, logged once per streak."""
+    """Backoff for one loop whose broker calls fail: jittered and capped; its outage
+    logs."""
 
     __slots__ = ("failures", "outage", "what")
 
-    def __init__(self, what: str, outage: _Outage | None = None) -> None:
+    def __init__(self, what: str, outage: _Outage) -> None:
         self.what = what
         self.failures = 0
         self.outage = outage
 
     def failed(self, exc: BaseException) -> float:
         self.failures += 1
-        if self.outage is not None:
-            self.outage.failed()
-        if self.failures == 1:
-            logger.warning(
-                "%s failed, retrying with backoff: %s: %s", self.what, type(exc).__name__, exc
-            )
-        else:
-            logger.debug("%s failed again (%d in a row): %r", self.what, self.failures, exc)
-        return random.uniform(0, min(5.0, 0.05 * 2 ** min(self.failures, 10)))
+        self.outage.failed(self.what, exc, self.failures == 1)
+        return jittered_backoff(self.failures + 1, 0.05, 5.0)
 
     def succeeded(self) -> None:
         if self.failures:
-            if self.outage is not None:
-                self.outage.recovered()
-            logger.warning("%s recovered after %d failed attempts", self.what, self.failures)
             self.failures = 0
+            self.outage.recovered(self.what)
 
 
 class _Worker:
@@ -246,7 +280,7 @@ class _HandlerRun:
         """Slots a fetch under way may fill (it asked for that many)."""
         self.reclaim_due = False
         """A reclaim waits for free slots; the fetcher leaves them to it."""
-        self.outage = _Outage()
+        self.outage = _Outage(handler.name)
         self.keepers_token = CancellationToken()
         """Fires when the lease keeper and the heartbeat must stop (everything settled)."""
         self.stopping = False
@@ -299,7 +333,7 @@ class _HandlerRun:
                 self.held_suspects.add(env)
                 self.isolation.held += 1
                 self.stats.isolated += 1
-                logger.warning(
+                logger.info(
                     "handler %s: message %s of %s was delivered %d times and never settled; "
                     "running it alone",
                     self.handler.name,
@@ -314,7 +348,7 @@ class _HandlerRun:
             self.work_ready.set()
 
     async def fetch_loop(self) -> None:
-        streak = _Streak(f"fetch for handler {self.handler.name}", self.outage)
+        streak = _Streak("fetch", self.outage)
         token, queue, clock = self.app_token, self.queue, time.monotonic
         isolation = self.isolation
         self.rate_at = clock()
@@ -350,7 +384,7 @@ class _HandlerRun:
                 await asyncio.sleep(0)
 
     async def reclaim_loop(self) -> None:
-        streak = _Streak(f"reclaim for handler {self.handler.name}", self.outage)
+        streak = _Streak("reclaim", self.outage)
         interval = self.config.reclaim_interval_ms / 1000
         token = self.app_token
         more = False
@@ -498,7 +532,7 @@ class _HandlerRun:
     # -- settling -----------------------------------------------------------------
 
     async def settle_loop(self) -> None:
-        streak = _Streak(f"settle for handler {self.handler.name}", self.outage)
+        streak = _Streak("settle", self.outage)
         while not self.settle_given_up:
             if not self.to_settle:
                 if self.settle_closed:
@@ -558,7 +592,7 @@ class _HandlerRun:
     async def heartbeat_loop(self) -> None:
         """Say this consumer is alive, every third of ``liveness_ms``; warn when the
         event loop was blocked for so long that others may have counted it dead."""
-        streak = _Streak(f"heartbeat for handler {self.handler.name}", self.outage)
+        streak = _Streak("heartbeat", self.outage)
         ttl = self.config.liveness_ms
         every = ttl / 3000
         token = self.keepers_token
@@ -585,7 +619,7 @@ class _HandlerRun:
             streak.succeeded()
 
     async def lease_loop(self) -> None:
-        streak = _Streak(f"lease extension for handler {self.handler.name}", self.outage)
+        streak = _Streak("lease extension", self.outage)
         lease_s = self.config.lease_interval_ms / 1000
         tick = min(lease_s, self.timeout / 4) if self.timeout else lease_s
         next_extend = time.monotonic() + lease_s
@@ -595,7 +629,10 @@ class _HandlerRun:
             now = time.monotonic()
             if self.timeout:
                 self.enforce_deadlines(now)
-            if now < next_extend or not self.caps.extend or not self.inflight:
+            if not self.inflight:
+                streak.succeeded()  # nothing left to extend is nothing failing
+                continue
+            if now < next_extend or not self.caps.extend:
                 continue
             try:
                 await self.consumer.extend(list(self.inflight))
@@ -640,7 +677,7 @@ class _HandlerRun:
 
     async def ensure(self, app_token: CancellationToken) -> None:
         """Create the group, and say this consumer is alive before it takes anything."""
-        streak = _Streak(f"creating the consumer group for handler {self.handler.name}")
+        streak = _Streak("creating the consumer group", _Outage(self.handler.name))
         while not app_token.cancelled:
             try:
                 await self.consumer.ensure()

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 from redis.asyncio import Redis
 
 from pulses import (
     Capabilities,
     ConfigurationError,
+    ConnectionLost,
     Subscription,
     check_publish,
     check_streams,
@@ -26,6 +29,8 @@ from pulses_redis._keys import StreamKeys
 from pulses_redis._scripts import SCHEDULE, Arg, command, run_pipeline, run_script
 
 __all__ = ["RedisBroker", "RedisSubscription", "default_consumer_name"]
+
+T = TypeVar("T")
 
 _CAPABILITIES = Capabilities(
     delayed_publish=True,
@@ -107,12 +112,22 @@ class RedisBroker(AdminFacet):
         if delay_ms:
             keys = StreamKeys(stream)
             ticket = f"delayed-{os.urandom(8).hex()}"
-            async with self._conn.errors("publishing", stream=stream, keys={keys.delayed: "zset"}):
-                await run_script(client, SCHEDULE, [keys.delayed], [delay_ms, ticket, *fields])
+
+            async def schedule() -> None:
+                async with self._conn.errors(
+                    "publishing", stream=stream, keys={keys.delayed: "zset"}
+                ):
+                    await run_script(client, SCHEDULE, [keys.delayed], [delay_ms, ticket, *fields])
+
+            await _once_more(schedule)
             return ticket
-        async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
-            entry_id: bytes = await command(client, "XADD", stream, "*", *fields)
-        return entry_id.decode()
+
+        async def append() -> bytes:
+            async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
+                entry_id: bytes = await command(client, "XADD", stream, "*", *fields)
+            return entry_id
+
+        return (await _once_more(append)).decode()
 
     async def publish_many(
         self,
@@ -127,12 +142,16 @@ class RedisBroker(AdminFacet):
         commands: list[tuple[Arg, ...]] = [
             ("XADD", stream, "*", *encode_fields(p, headers)) for p in payloads
         ]
-        async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
-            results = await run_pipeline(self._conn.client, commands)
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
-        return [entry_id.decode() for entry_id in results]
+
+        async def append() -> list[Any]:
+            async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
+                results = await run_pipeline(self._conn.client, commands)
+                for result in results:
+                    if isinstance(result, Exception):
+                        raise result
+            return results
+
+        return [entry_id.decode() for entry_id in await _once_more(append)]
 
     def subscription(self, group: str, *, consumer: str | None = None) -> RedisSubscription:
         if consumer is None:
@@ -168,3 +187,14 @@ class RedisBroker(AdminFacet):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def _once_more(publish: Callable[[], Awaitable[T]]) -> T:
+    """Publish, and once more after a short pause when the connection broke: what a
+    caller in a web request expects of one dropped connection. A reply lost after Redis
+    appended means the message is there twice (at least once, never lost)."""
+    try:
+        return await publish()
+    except ConnectionLost:
+        await asyncio.sleep(random.uniform(0.05, 0.1))
+        return await publish()

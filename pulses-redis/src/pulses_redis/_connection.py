@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis import exceptions as rx
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
 
 from pulses import BrokerClosed, InvalidURL
 from pulses._urls import redact_secrets, redact_url, url_secrets
@@ -67,8 +66,11 @@ def client_from_url(url: str) -> Redis:
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": 5.0,
         "health_check_interval": 10,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
-        "retry_on_error": [rx.ConnectionError, rx.TimeoutError],
+        # No retry inside redis-py: a read it re-sends after a lost reply leaves the
+        # entries the first one took in our pending list, and nobody would know. Every
+        # caller retries in its own way instead: the runtime's loops with backoff (after
+        # a failed fetch, re-reading the pending list), publish once (_broker.py).
+        "retry": Retry(NoBackoff(), retries=0),
         "client_name": "pulses",
     }
     pool = ConnectionPool.from_url(url, **defaults, protocol=2)
