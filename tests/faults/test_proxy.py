@@ -35,12 +35,6 @@ SOCKET_TIMEOUT = 3.0
 ENTRY_ID = re.compile(rb"\b\d{13}-\d+\b")
 RECOVERY_BOUND_S = 10.0
 """Far below the default claim_idle (60 s), which is what a stranded message waited."""
-RETRIED = (
-    "library bug: redis-py's own retry (pulses_redis._connection: retry_on_error "
-    "ConnectionError/TimeoutError) sends a fetch whose reply was lost again on a new "
-    "connection, so RedisConsumer.fetch never fails and never re-reads its pending list: "
-    "the lost read's entries wait for claim_idle (60 s by default)"
-)
 
 
 @pytest.fixture
@@ -129,10 +123,7 @@ def socket_timeout(settings: str) -> tuple[float, str]:
     return SOCKET_TIMEOUT, f"?socket_timeout={SOCKET_TIMEOUT}"
 
 
-@pytest.mark.parametrize(
-    "settings",
-    ["defaults", "tuned"],
-)
+@pytest.mark.parametrize("settings", ["defaults", "tuned"])
 def test_a_lost_fetch_reply_is_read_again(
     aof_redis: AofRedis,
     proxy: Proxy,
