@@ -11,6 +11,7 @@ import pytest
 from pulses import Broker
 from pulses.testing.conformance import BrokerConformance
 from pulses_memory import ManualClock, MemoryBroker
+from pulses_memory.testing import add_foreign, delete_entry
 
 
 class MemoryHarness:
@@ -39,11 +40,11 @@ class MemoryHarness:
         self, broker: Broker[Any], stream: str, fields: Sequence[tuple[bytes, bytes]]
     ) -> str:
         assert isinstance(broker, MemoryBroker)
-        return await broker.add_raw(stream, [part for pair in fields for part in pair])
+        return await add_foreign(broker, stream, fields)
 
     async def delete_entry(self, broker: Broker[Any], stream: str, entry_id: str) -> None:
         assert isinstance(broker, MemoryBroker)
-        assert await broker.delete_entry(stream, entry_id)
+        assert await delete_entry(broker, stream, entry_id)
 
     async def aclose(self) -> None:
         await self._origin.aclose()

@@ -206,15 +206,20 @@ async def test_a_publish_from_another_thread_and_loop_wakes_a_waiting_fetch() ->
     await broker.aclose()
 
 
-async def test_delete_entry_says_whether_the_entry_existed() -> None:
+async def test_the_test_helpers_add_foreign_entries_and_delete_entries() -> None:
+    from pulses_memory.testing import add_foreign, delete_entry
+
     async with MemoryBroker() as broker:
         entry_id = await broker.publish("jobs", b"x")
-        assert await broker.delete_entry("jobs", entry_id)
-        assert not await broker.delete_entry("jobs", entry_id)
-        assert not await broker.delete_entry("jobs", "not-an-id")
-        assert not await broker.delete_entry("nowhere", entry_id)
+        assert await delete_entry(broker, "jobs", entry_id)
+        assert not await delete_entry(broker, "jobs", entry_id)
+        assert not await delete_entry(broker, "jobs", "not-an-id")
+        assert not await delete_entry(broker, "nowhere", entry_id)
         with pytest.raises(TypeError, match="jobs"):
-            await broker.add_raw("jobs", [b"odd"])
+            await add_foreign(broker, "jobs", [(b"odd",)])  # type: ignore[list-item]  # wrong on purpose
+        foreign = await add_foreign(broker, "jobs", [(b"user", b"42")])
+        assert not hasattr(broker, "add_raw")
+        assert foreign > entry_id
 
 
 def test_the_plugin_module_imports_nothing_beyond_pulses_and_the_standard_library() -> None:

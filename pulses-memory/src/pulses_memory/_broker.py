@@ -32,7 +32,7 @@ from pulses import (
 )
 from pulses_memory._clock import Clock, SystemClock
 from pulses_memory._consumer import RELEASED, MemoryConsumer
-from pulses_memory._store import Store, Stream, parse_id
+from pulses_memory._store import Store, Stream
 
 __all__ = ["MemoryBroker", "MemorySubscription", "parse_memory_url"]
 
@@ -176,23 +176,6 @@ class MemoryBroker:
         ids = [target.append(encode_fields(payload, headers), now) for payload in payloads]
         store.notify(stream)
         return ids
-
-    async def add_raw(self, stream: str, fields: Sequence[bytes]) -> str:
-        """Append an entry with exactly these flat ``[field, value, ...]`` bytes, as a
-        foreign producer would; for tests."""
-        if len(fields) % 2 or not all(isinstance(f, bytes) for f in fields):
-            raise TypeError(f"fields for stream {stream!r} must be a flat list of bytes pairs")
-        self._check_open(f"add an entry to stream {stream!r}")
-        entry_id = self._store.stream(stream).append(list(fields), self._store.clock.now_ms())
-        self._store.notify(stream)
-        return entry_id
-
-    async def delete_entry(self, stream: str, entry_id: str) -> bool:
-        """Delete one stored entry, pending or not (like XDEL); whether it existed."""
-        self._check_open(f"remove an entry of stream {stream!r}")
-        target = self._store.streams.get(stream)
-        key = parse_id(entry_id)
-        return target is not None and key is not None and target.delete(key)
 
     # -- consuming --------------------------------------------------------------------
 

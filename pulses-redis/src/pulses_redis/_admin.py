@@ -14,19 +14,16 @@ from pulses import (
     DeadLetterRecord,
     GroupStats,
     StreamStats,
-    decode_fields,
     redelivery_fields,
 )
 from pulses_redis._connection import Connection
+from pulses_redis._dead import original_fields, parse, replay_target
 from pulses_redis._keys import StreamKeys, hash_tag_base
-from pulses_redis._packed import pack, unpack
+from pulses_redis._packed import pack
 from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, run_script
 
 __all__ = ["AdminFacet"]
 
-_META_FIELDS = 12
-"""A dead-letter record's leading fields: original_id, stream, reason, deliveries,
-handler, group (name/value pairs); the original entry's raw fields follow."""
 _PAGE = 1000
 _RETRY_KEY = re.compile(r".*:retry:(.+)", re.DOTALL)
 
@@ -180,7 +177,7 @@ class AdminFacet:
             entries = await command(
                 self._conn.client, "XRANGE", keys.dead, "-", "+", "COUNT", limit
             )
-        return [_record(stream, entry_id, fields) for entry_id, fields in entries]
+        return [parse(stream, entry_id, fields) for entry_id, fields in entries]
 
     async def replay(self, stream: str, ids: Sequence[str] | None = None) -> list[str]:
         """Hand dead letters again, with deliveries reset, to the group that dead-lettered
@@ -199,8 +196,8 @@ class AdminFacet:
             for entries in await self._dead_entries(keys.dead, ids):
                 commands = [
                     REPLAY.call(
-                        [keys.dead, _replay_target(stream, fields)],
-                        [entry_id, *pack(redelivery_fields(unpack(fields[_META_FIELDS:])))],
+                        [keys.dead, replay_target(stream, fields)],
+                        [entry_id, *pack(redelivery_fields(original_fields(fields)))],
                     )
                     for entry_id, fields in entries
                 ]
@@ -270,32 +267,3 @@ def _ok(results: Sequence[Any]) -> list[Any]:
             raise result
         ok.append(result)
     return ok
-
-
-def _replay_target(stream: str, fields: Sequence[bytes]) -> str:
-    """The key a dead letter is replayed into: its group's retry stream, or the stream."""
-    group = bytes(_pairs(fields[:_META_FIELDS]).get(b"group", b"")).decode(errors="replace")
-    return StreamKeys(stream, group).retry if group else stream
-
-
-def _record(stream: str, entry_id: bytes, fields: Sequence[bytes]) -> DeadLetterRecord:
-    meta = _pairs(fields[:_META_FIELDS])
-    payload, headers, _, _ = decode_fields(unpack(fields[_META_FIELDS:]))
-    eid = entry_id.decode()
-
-    def text(name: bytes) -> str:
-        return bytes(meta.get(name, b"")).decode(errors="replace")
-
-    deliveries = meta.get(b"deliveries", b"0")
-    return DeadLetterRecord(
-        id=eid,
-        original_id=text(b"original_id"),
-        stream=stream,
-        payload=payload,
-        headers=headers,
-        reason=text(b"reason"),
-        deliveries=int(deliveries) if deliveries.isdigit() else 0,
-        handler=text(b"handler"),
-        group=text(b"group"),
-        dead_at_ms=int(eid.split("-")[0]),
-    )

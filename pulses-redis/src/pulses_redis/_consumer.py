@@ -26,6 +26,7 @@ from pulses import (
     redelivery_fields,
 )
 from pulses_redis._connection import BLOCK_MARGIN, Connection
+from pulses_redis._dead import record_fields
 from pulses_redis._errors import is_nogroup
 from pulses_redis._keys import RELEASED_CONSUMER, StreamKeys
 from pulses_redis._packed import pack, unpack
@@ -47,7 +48,7 @@ from pulses_redis._scripts import (
     run_script,
 )
 
-__all__ = ["RedisConsumer", "dead_letter_fields"]
+__all__ = ["RedisConsumer"]
 
 logger = logging.getLogger("pulses.redis")
 
@@ -439,7 +440,7 @@ class RedisConsumer:
                                 group,
                                 env.id,
                                 int(read.retry),
-                                *dead_letter_fields(env, reason, self._handler, group),
+                                *record_fields(env, reason, self._handler, group),
                             ],
                         )
                     )
@@ -613,23 +614,3 @@ def _shares(reads: Sequence[_Read], max_count: int) -> dict[_Read, int]:
 def _retry_fields(env: Envelope) -> list[bytes]:
     """The raw fields again, with this delivery's count and the first enqueue time."""
     return pack(redelivery_fields(env.raw, env.deliveries, env.enqueued_ms))
-
-
-def dead_letter_fields(env: Envelope, reason: str, handler: str, group: str) -> list[Arg]:
-    """A dead-letter record: what happened, then the entry's raw fields as they were
-    (packed when many)."""
-    return [
-        b"original_id",
-        env.id,
-        b"stream",
-        env.stream,
-        b"reason",
-        reason,
-        b"deliveries",
-        env.deliveries,
-        b"handler",
-        handler,
-        b"group",
-        group,
-        *pack(env.raw),
-    ]
