@@ -11,7 +11,7 @@ def test_public_names_are_pinned() -> None:
         "Envelope", "GroupStats", "Handler", "HandlerStats", "HandlerTimeout", "InvalidName",
         "InvalidURL",
         "Outcome", "PluginConflict", "PulsesError", "Reclaimed", "Register", "Retry",
-        "RetryPolicy", "RunStats", "SettleError", "StreamAdmin", "StreamStats", "Subscription",
+        "RunStats", "SettleError", "StreamAdmin", "StreamStats", "Subscription",
         "UnknownScheme", "Unsupported", "check_name", "check_publish", "check_streams",
         "connect", "decode_fields",
         "encode_fields", "hookimpl", "plugin_manager", "redact_url",

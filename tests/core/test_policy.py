@@ -1,8 +1,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulses import DeadLetter, Retry, RetryPolicy
-from pulses._policy import jittered_backoff
+from pulses import DeadLetter, Retry
+from pulses._policy import RetryPolicy, jittered_backoff
 
 
 @given(

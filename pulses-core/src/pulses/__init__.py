@@ -37,7 +37,6 @@ from pulses._hookspecs import BrokerFactory, Register, hookimpl
 from pulses._names import check_name, check_streams
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses._plugins import connect, plugin_manager
-from pulses._policy import RetryPolicy
 from pulses._stats import HandlerStats, RunStats
 from pulses._urls import redact_url
 
@@ -73,7 +72,6 @@ __all__ = [
     "Reclaimed",
     "Register",
     "Retry",
-    "RetryPolicy",
     "RunStats",
     "SettleError",
     "StreamAdmin",

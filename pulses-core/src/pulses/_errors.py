@@ -78,4 +78,5 @@ class SettleError(BrokerError):
 
 
 class HandlerTimeout(PulsesError, TimeoutError):
-    """A handler ran longer than its TIMEOUT; the message follows the error path."""
+    """A handler ran longer than its TIMEOUT and was cancelled: the failure its message
+    is retried (or dead-lettered) for, as if ``handle`` had raised it."""

@@ -40,7 +40,7 @@ from typing import Any, cast
 from pulses._broker import Capabilities, Consumer, Reclaimed
 from pulses._cancel import CancellationToken
 from pulses._envelope import Envelope
-from pulses._errors import SettleError
+from pulses._errors import HandlerTimeout, SettleError
 from pulses._handler import Context, Handler
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses._policy import RetryPolicy, jittered_backoff
@@ -473,7 +473,9 @@ class _HandlerRun:
             except asyncio.CancelledError:
                 if not worker.timed_out:
                     raise  # a forced shutdown: the message stays pending, never acked
-                result = _TimedOut
+                result = HandlerTimeout(
+                    f"{self.handler.name} ran longer than TIMEOUT={self.timeout}s"
+                )
             except Exception as exc:
                 result = exc
             if worker.timed_out:
@@ -495,9 +497,9 @@ class _HandlerRun:
     def failure(self, env: Envelope, result: object) -> Outcome:
         self.stats.failed += 1
         name = self.handler.name
-        if result is _TimedOut:
+        if isinstance(result, HandlerTimeout):
             self.stats.timed_out += 1
-            reason = f"HandlerTimeout: {name} ran longer than TIMEOUT={self.timeout}s"
+            reason = f"HandlerTimeout: {result}"
             logger.error(
                 "handler %s timed out on message %s of %s (delivery %d)",
                 name,
@@ -762,10 +764,6 @@ class _HandlerRun:
             self.stats.unsettled += len(unstarted)
             return
         self.stats.released += len(unstarted)
-
-
-class _TimedOut:
-    """Marks a handler call that the lease keeper cancelled for running past TIMEOUT."""
 
 
 async def _finish(task: asyncio.Task[None], grace: float) -> None:
