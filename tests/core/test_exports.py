@@ -6,7 +6,7 @@ def test_public_names_are_pinned() -> None:
     # A change here is a change of the public API: deliberate, and in the changelog.
     assert sorted(pulses.__all__) == [
         "Ack", "App", "Broker", "BrokerClosed", "BrokerError", "BrokerFactory",
-        "CancellationToken", "Capabilities", "ConfigurationError", "ConnectionLost",
+        "CancellationToken", "Capabilities", "Clock", "ConfigurationError", "ConnectionLost",
         "Consumer", "ConsumerInfo", "Context", "DeadLetter", "DeadLetterRecord", "Drop",
         "Envelope", "GroupStats", "Handler", "HandlerStats", "HandlerTimeout", "InvalidName",
         "InvalidURL",
@@ -15,7 +15,7 @@ def test_public_names_are_pinned() -> None:
         "UnknownScheme", "Unsupported", "check_name", "check_publish", "check_streams",
         "connect", "decode_fields",
         "encode_fields", "hookimpl", "plugin_manager", "redact_url",
-        "redelivery_fields", "run_until_drained",
+        "redelivery_fields", "run_until_drained", "wake",
     ]  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from pulses import (
     RunStats,
 )
 from pulses.testing import run_until_drained
-from pulses_memory import MemoryBroker
+from pulses_memory import ManualClock, MemoryBroker
 
 Behaviour = Callable[[Envelope, Context[MemoryBroker]], Awaitable[object]]
 
@@ -42,16 +42,19 @@ async def wait_for(
         await asyncio.sleep(0.005)
 
 
-def handler_class(
-    behaviour: Behaviour, stream: str, **settings: Any
-) -> type[Handler[MemoryBroker]]:
+class Recorded(Handler[MemoryBroker]):
+    """A handler that records every message it was called with."""
+
+    calls: ClassVar[list[Envelope]] = []
+
+
+def handler_class(behaviour: Behaviour, stream: str, **settings: Any) -> type[Recorded]:
     """A handler class whose ``handle`` runs ``behaviour`` and records every call."""
 
-    class Scripted(Handler[MemoryBroker]):
+    class Scripted(Recorded):
         STREAMS = (stream,)
         RETRY_BACKOFF_MS = 1
         RETRY_BACKOFF_MAX_MS = 5
-        calls: ClassVar[list[Envelope]] = []
 
         async def handle(self, ctx: Context[MemoryBroker], msg: Envelope) -> Outcome:
             type(self).calls.append(msg)
@@ -89,7 +92,9 @@ def make_app(
     return App(broker, broker.subscription(group, consumer=consumer), **options)
 
 
-async def test_every_published_message_is_handled_once_and_acked(broker, stream):
+async def test_every_published_message_is_handled_once_and_acked(
+    broker: MemoryBroker, stream: str
+) -> None:
     await broker.publish_many(stream, [str(i).encode() for i in range(300)])
     handler = handler_class(ack(), stream, WORKERS=3)
     stats = await run_until_drained(make_app(broker).register(handler()))
@@ -98,7 +103,7 @@ async def test_every_published_message_is_handled_once_and_acked(broker, stream)
     assert all(m.deliveries == 1 for m in handler.calls)
 
 
-async def test_each_outcome_is_applied_and_counted(broker, stream):
+async def test_each_outcome_is_applied_and_counted(broker: MemoryBroker, stream: str) -> None:
     outcomes = {b"ack": Ack(), b"drop": Drop("spam"), b"dead": DeadLetter("bad input")}
 
     async def by_payload(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
@@ -121,8 +126,8 @@ async def test_each_outcome_is_applied_and_counted(broker, stream):
 
 
 async def test_a_raising_handler_is_retried_then_dead_lettered_after_max_deliveries(
-    broker, stream, caplog
-):
+    broker: MemoryBroker, stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async def boom(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
         raise ValueError(f"cannot parse {msg.payload!r}")
 
@@ -139,7 +144,9 @@ async def test_a_raising_handler_is_retried_then_dead_lettered_after_max_deliver
     assert "ValueError" in caplog.text
 
 
-async def test_a_return_value_that_is_not_an_outcome_is_an_error_and_work_goes_on(broker, stream):
+async def test_a_return_value_that_is_not_an_outcome_is_an_error_and_work_goes_on(
+    broker: MemoryBroker, stream: str
+) -> None:
     async def garbage_first(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
         return "ok" if msg.payload == b"bad" and msg.deliveries == 1 else Ack()
 
@@ -149,7 +156,9 @@ async def test_a_return_value_that_is_not_an_outcome_is_an_error_and_work_goes_o
     assert (stats.failed, stats.retried, stats.acked) == (1, 1, 3)
 
 
-async def test_a_handler_past_its_timeout_is_cancelled_and_follows_the_error_path(broker, stream):
+async def test_a_handler_past_its_timeout_is_cancelled_and_follows_the_error_path(
+    broker: MemoryBroker, stream: str
+) -> None:
     async def hang_once(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
         if msg.deliveries == 1:
             await asyncio.sleep(60)
@@ -161,7 +170,9 @@ async def test_a_handler_past_its_timeout_is_cancelled_and_follows_the_error_pat
     assert (stats.timed_out, stats.failed, stats.retried, stats.acked) == (2, 2, 2, 2)
 
 
-async def test_workers_run_concurrently_up_to_workers_and_never_beyond(broker, stream):
+async def test_workers_run_concurrently_up_to_workers_and_never_beyond(
+    broker: MemoryBroker, stream: str
+) -> None:
     running = 0
     peak = 0
 
@@ -179,7 +190,9 @@ async def test_workers_run_concurrently_up_to_workers_and_never_beyond(broker, s
     assert peak == 4
 
 
-async def test_unsettled_messages_never_exceed_max_in_flight(broker, stream):
+async def test_unsettled_messages_never_exceed_max_in_flight(
+    broker: MemoryBroker, stream: str
+) -> None:
     seen_pending: list[int] = []
 
     async def observe(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
@@ -202,7 +215,9 @@ async def run_in_background(
     return token, asyncio.create_task(app.run(token))
 
 
-async def test_shutdown_finishes_running_handlers_and_releases_the_unstarted(broker, stream):
+async def test_shutdown_finishes_running_handlers_and_releases_the_unstarted(
+    broker: MemoryBroker, stream: str
+) -> None:
     started = asyncio.Event()
     finish = asyncio.Event()
 
@@ -229,7 +244,9 @@ async def test_shutdown_finishes_running_handlers_and_releases_the_unstarted(bro
     assert all(m.deliveries == 1 for m in other.calls)
 
 
-async def test_a_handler_outliving_the_shutdown_timeout_stays_pending(broker, stream):
+async def test_a_handler_outliving_the_shutdown_timeout_stays_pending(
+    broker: MemoryBroker, stream: str
+) -> None:
     cancelled_seen = asyncio.Event()
 
     async def stubborn(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
@@ -251,32 +268,45 @@ async def test_a_handler_outliving_the_shutdown_timeout_stays_pending(broker, st
     assert group.pending == 1
 
 
-async def test_a_long_handler_keeps_its_lease_and_is_never_run_twice(broker, stream):
+async def advance(clock: ManualClock, ms: int, steps: int) -> None:
+    """Move ``clock`` by ``ms`` ``steps`` times, letting every task run in between."""
+    for _ in range(steps):
+        clock.advance(ms)
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+
+async def test_a_long_handler_keeps_its_lease_and_is_never_run_twice(stream: str) -> None:
+    clock = ManualClock()
+    release = asyncio.Event()
+
     async def long(msg: Envelope, ctx: Context[MemoryBroker]) -> object:
-        await asyncio.sleep(1.0)  # more than three times claim_idle_ms
+        await release.wait()
         return Ack()
 
-    await broker.publish(stream, b"long")
-    first = handler_class(long, stream)
-    neighbour = handler_class(ack(), stream)
-    token1, run1 = await run_in_background(
-        make_app(broker, claim_idle_ms=250, reclaim_interval_ms=50).register(first())
-    )
-    token2, run2 = await run_in_background(
-        make_app(broker, consumer="n", claim_idle_ms=250, reclaim_interval_ms=50).register(
-            neighbour()
+    async with MemoryBroker(clock=clock) as broker:
+        await broker.publish(stream, b"long")
+        first = handler_class(long, stream)
+        neighbour: type[Recorded] = type("Neighbour", (handler_class(ack(), stream),), {})
+        timings: dict[str, Any] = {"claim_idle_ms": 250, "reclaim_interval_ms": 50, "clock": clock}
+        token1, run1 = await run_in_background(make_app(broker, **timings).register(first()))
+        token2, run2 = await run_in_background(
+            make_app(broker, consumer="n", **timings).register(neighbour())
         )
-    )
-    await wait_for(lambda: run1.done() or len(first.calls) == 1)
-    await asyncio.sleep(1.2)  # the one place time itself is the subject: the lease
-    token1.cancel()
-    token2.cancel()
-    await asyncio.gather(run1, run2)
+        await wait_for(lambda: run1.done() or len(first.calls) == 1)
+        await advance(clock, 50, 40)  # eight times claim_idle_ms
+        release.set()
+        await advance(clock, 50, 4)
+        token1.cancel()
+        token2.cancel()
+        await asyncio.gather(run1, run2)
     assert len(first.calls) == 1
     assert neighbour.calls == []
 
 
-async def test_messages_of_a_dead_consumer_are_reclaimed_with_one_more_delivery(broker, stream):
+async def test_messages_of_a_dead_consumer_are_reclaimed_with_one_more_delivery(
+    broker: MemoryBroker, stream: str
+) -> None:
     await broker.publish_many(stream, [b"a", b"b"])
     dead = broker.consumer(broker.subscription("g", consumer="dead"), [stream], handler="x")
     await dead.ensure()
@@ -288,7 +318,9 @@ async def test_messages_of_a_dead_consumer_are_reclaimed_with_one_more_delivery(
     assert stats.reclaimed == 2
 
 
-async def test_a_dead_consumers_messages_are_taken_over_once_its_heartbeat_lapses(broker, stream):
+async def test_a_dead_consumers_messages_are_taken_over_once_its_heartbeat_lapses(
+    broker: MemoryBroker, stream: str
+) -> None:
     await broker.publish_many(stream, [b"a", b"b"])
     dead = broker.consumer(broker.subscription("g", consumer="dead"), [stream], handler="x")
     await dead.ensure()
@@ -309,7 +341,7 @@ async def test_a_dead_consumers_messages_are_taken_over_once_its_heartbeat_lapse
     assert (stats.reclaimed, stats.isolated, stats.acked) == (2, 2, 2)
 
 
-async def test_suspects_run_alone_in_the_whole_app(broker, stream):
+async def test_suspects_run_alone_in_the_whole_app(broker: MemoryBroker, stream: str) -> None:
     other = f"{stream}-other"
     suspects = [f"suspect-{i}".encode() for i in range(4)]
     await broker.publish_many(stream, suspects)
@@ -330,7 +362,7 @@ async def test_suspects_run_alone_in_the_whole_app(broker, stream):
         return Ack()
 
     first = handler_class(track, stream, WORKERS=8)
-    second = type("Second", (handler_class(track, other, WORKERS=8),), {})
+    second: type[Recorded] = type("Second", (handler_class(track, other, WORKERS=8),), {})
     await broker.publish_many(stream, [f"fresh-{i}".encode() for i in range(200)])
     await broker.publish_many(other, [f"other-{i}".encode() for i in range(200)])
     app = make_app(broker, liveness_ms=60).register(first(), second())
@@ -342,8 +374,8 @@ async def test_suspects_run_alone_in_the_whole_app(broker, stream):
 
 
 async def test_a_message_that_kept_killing_its_process_is_dead_lettered_without_running(
-    broker, stream
-):
+    broker: MemoryBroker, stream: str
+) -> None:
     await broker.publish(stream, b"poison")
     victim = broker.consumer(broker.subscription("g", consumer="victim"), [stream], handler="x")
     await victim.ensure()
@@ -361,7 +393,9 @@ async def test_a_message_that_kept_killing_its_process_is_dead_lettered_without_
     assert "MAX_DELIVERIES=3" in dead.reason
 
 
-async def test_one_handler_per_stream_and_fan_out_through_another_group(broker, stream):
+async def test_one_handler_per_stream_and_fan_out_through_another_group(
+    broker: MemoryBroker, stream: str
+) -> None:
     await broker.publish_many(stream, [b"1", b"2"])
     mailer = handler_class(ack(), stream)
     audit = handler_class(ack(), stream)
@@ -370,7 +404,9 @@ async def test_one_handler_per_stream_and_fan_out_through_another_group(broker, 
     assert len(mailer.calls) == len(audit.calls) == 2
 
 
-async def test_several_handlers_of_one_app_run_side_by_side(broker, stream):
+async def test_several_handlers_of_one_app_run_side_by_side(
+    broker: MemoryBroker, stream: str
+) -> None:
     other_stream = stream + "-other"
     await broker.publish_many(stream, [b"1"] * 5)
     await broker.publish_many(other_stream, [b"2"] * 7)

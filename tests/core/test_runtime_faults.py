@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import pytest
+
 from pulses import Ack, App, ConnectionLost, Consumer, Context, Envelope, Handler, Outcome
 from pulses.testing import run_until_drained
 from pulses_memory import MemoryBroker
@@ -66,7 +68,9 @@ class Count(Handler[Any]):
         return Ack()
 
 
-async def test_failing_broker_calls_cost_a_pause_not_a_message(caplog):
+async def test_failing_broker_calls_cost_a_pause_not_a_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     FlakyBroker.failures = {"ensure": 3, "fetch": 4, "settle": 5}
     FlakyBroker.made = []
     stream = f"flaky-{uuid.uuid4().hex[:6]}"

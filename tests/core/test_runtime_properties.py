@@ -61,12 +61,13 @@ class Scripted(Handler[MemoryBroker]):
             raise RuntimeError("scripted failure")
         elif action == "garbage":
             return "not an outcome"  # type: ignore[return-value]  # the point of the test
-        return {
+        outcomes: dict[str, Outcome] = {
             "ack": Ack(),
             "drop": Drop("scripted"),
             "dead": DeadLetter("scripted"),
             "retry": Retry(after_ms=1),
-        }.get(action, Ack())
+        }
+        return outcomes.get(action, Ack())
 
 
 scripts = st.lists(

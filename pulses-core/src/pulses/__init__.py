@@ -15,6 +15,7 @@ from pulses._broker import (
     check_publish,
 )
 from pulses._cancel import CancellationToken
+from pulses._clock import Clock, wake
 from pulses._codec import decode_fields, encode_fields, redelivery_fields
 from pulses._drain import run_until_drained
 from pulses._envelope import Envelope
@@ -51,6 +52,7 @@ __all__ = [
     "BrokerFactory",
     "CancellationToken",
     "Capabilities",
+    "Clock",
     "ConfigurationError",
     "ConnectionLost",
     "Consumer",
@@ -90,4 +92,5 @@ __all__ = [
     "redact_url",
     "redelivery_fields",
     "run_until_drained",
+    "wake",
 ]

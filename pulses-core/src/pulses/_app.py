@@ -11,6 +11,7 @@ from typing import Any, Generic, Self, TypeVar, cast
 
 from pulses._broker import Broker, Subscription
 from pulses._cancel import CancellationToken
+from pulses._clock import Clock, MonotonicClock
 from pulses._errors import ConfigurationError
 from pulses._handler import Context, Handler
 from pulses._names import check_name
@@ -39,6 +40,9 @@ class App(Generic[B]):
     but stuck (or on a broker without liveness) before another consumer takes it over;
     live consumers extend their leases every ``claim_idle_ms / 3``, so a long job is
     never taken from a live worker.
+    ``clock`` paces all of that and TIMEOUT (a ``pulses_memory.ManualClock`` shared
+    with a memory broker lets tests move time instead of sleeping); the shutdown's
+    waits are real time.
     ``block_ms`` is how long one fetch waits for new messages; a shutdown waits for
     the fetch under way (at most that long) so that what it brings is released, not
     stranded in the pending list.
@@ -54,6 +58,7 @@ class App(Generic[B]):
         block_ms: int = 1_000,
         reclaim_interval_ms: int | None = None,
         shutdown_timeout: float = 25.0,
+        clock: Clock | None = None,
     ) -> None:
         errors = [
             *_positive_int("App", "claim_idle_ms", claim_idle_ms),
@@ -77,6 +82,7 @@ class App(Generic[B]):
             reclaim_interval_ms=reclaim_interval_ms or default_interval,
             liveness_ms=liveness_ms,
             shutdown_timeout=float(shutdown_timeout),
+            clock=MonotonicClock() if clock is None else clock,
         )
         self._reclaim_interval_ms = reclaim_interval_ms
         self._handlers: list[Handler[B]] = []
@@ -117,6 +123,7 @@ class App(Generic[B]):
             subscription,
             claim_idle_ms=config.claim_idle_ms if claim_idle_ms is None else claim_idle_ms,
             liveness_ms=config.liveness_ms,
+            clock=config.clock,
             block_ms=config.block_ms if block_ms is None else block_ms,
             reclaim_interval_ms=self._reclaim_interval_ms,
             shutdown_timeout=(

@@ -28,17 +28,16 @@ The life of a message:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pulses._broker import Capabilities, Consumer, Reclaimed
 from pulses._cancel import CancellationToken
+from pulses._clock import Clock, MonotonicClock, wake
 from pulses._envelope import Envelope
 from pulses._errors import HandlerTimeout, SettleError
 from pulses._handler import Context, Handler
@@ -76,6 +75,9 @@ class RuntimeConfig:
     reclaim_interval_ms: int
     liveness_ms: int
     shutdown_timeout: float
+    """Seconds, in real time: the shutdown's waits do not follow ``clock``."""
+    clock: Clock = field(default_factory=MonotonicClock)
+    """What paces leases, heartbeats, reclaims, TIMEOUT and the retries of broker calls."""
 
 
 class _Outage:
@@ -90,10 +92,11 @@ class _Outage:
     their owners have had time to renew, instead of stealing from live workers.
     """
 
-    __slots__ = ("duration", "ended", "failing", "handler", "reminded", "since")
+    __slots__ = ("duration", "ended", "failing", "handler", "now", "reminded", "since")
 
-    def __init__(self, handler: str) -> None:
+    def __init__(self, handler: str, now: Callable[[], float]) -> None:
         self.handler = handler
+        self.now = now
         self.failing: dict[str, int] = {}
         """What failed (fetch, settle, ...) and how often, while the outage lasts."""
         self.since: float | None = None
@@ -104,7 +107,7 @@ class _Outage:
     def failed(self, what: str, exc: BaseException, first: bool) -> None:
         """``first``: this loop had not been failing. A loop still failing from an
         outage that another loop saw end is a straggler, not a new outage."""
-        now = time.monotonic()
+        now = self.now()
         self.failing[what] = self.failing.get(what, 0) + 1
         if self.since is None and first:
             self.since = self.reminded = now
@@ -132,7 +135,7 @@ class _Outage:
         self.failing.pop(what, None)
         if self.since is None:
             return
-        now = time.monotonic()
+        now = self.now()
         self.duration, self.ended, self.since = now - self.since, now, None
         logger.warning(
             "handler %s: the broker works again after %.1fs (%s recovered)",
@@ -144,7 +147,7 @@ class _Outage:
     def spare_ms(self, margin_ms: int, window_ms: int) -> int:
         """How much longer than usual to wait before taking anything over: the outage
         and ``margin_ms`` (the owners' renewal interval), until ``window_ms`` after it."""
-        now = time.monotonic()
+        now = self.now()
         if self.since is not None:
             return int((now - self.since) * 1000) + margin_ms
         if now - self.ended < window_ms / 1000:
@@ -280,7 +283,8 @@ class _HandlerRun:
         """Slots a fetch under way may fill (it asked for that many)."""
         self.reclaim_due = False
         """A reclaim waits for free slots; the fetcher leaves them to it."""
-        self.outage = _Outage(handler.name)
+        self.clock = config.clock
+        self.outage = _Outage(handler.name, self.now)
         self.keepers_token = CancellationToken()
         """Fires when the lease keeper and the heartbeat must stop (everything settled)."""
         self.stopping = False
@@ -288,6 +292,23 @@ class _HandlerRun:
         self.settle_given_up = False
 
     # -- admission ----------------------------------------------------------------
+
+    def now(self) -> float:
+        """The runtime's clock, in seconds."""
+        return self.clock.now_ms() / 1000
+
+    async def pause(self, token: CancellationToken, seconds: float) -> None:
+        """Wait ``seconds`` on the runtime's clock, or until ``token`` fires."""
+        if token.cancelled:
+            return
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        waiter = loop.create_task(token.wait())
+        waiter.add_done_callback(lambda _: wake(woken))
+        try:
+            await self.clock.sleep_until(self.clock.now_ms() + int(seconds * 1000), woken)
+        finally:
+            waiter.cancel()
 
     def free_slots(self) -> int:
         return self.max_in_flight - len(self.inflight) - self.reserved
@@ -349,7 +370,7 @@ class _HandlerRun:
 
     async def fetch_loop(self) -> None:
         streak = _Streak("fetch", self.outage)
-        token, queue, clock = self.app_token, self.queue, time.monotonic
+        token, queue, clock = self.app_token, self.queue, self.now
         isolation = self.isolation
         self.rate_at = clock()
         while not token.cancelled:
@@ -370,7 +391,7 @@ class _HandlerRun:
             try:
                 batch = await self.consumer.fetch(want, self.config.block_ms)
             except Exception as exc:
-                await _pause(self.app_token, streak.failed(exc))
+                await self.pause(self.app_token, streak.failed(exc))
                 continue
             finally:
                 self.reserved = 0
@@ -390,12 +411,12 @@ class _HandlerRun:
         more = False
         while not token.cancelled:
             if not more:
-                await _pause(token, interval)
+                await self.pause(token, interval)
             try:
                 got = await self.reclaim_first()
             except Exception as exc:
                 more = False
-                await _pause(token, streak.failed(exc))
+                await self.pause(token, streak.failed(exc))
                 continue
             if got is None:
                 return
@@ -450,7 +471,7 @@ class _HandlerRun:
     async def work(self, worker: _Worker) -> None:
         queue, handle, ctx = self.queue, self.handler.handle, self.ctx
         to_settle, settle_ready, stats = self.to_settle, self.settle_ready, self.stats
-        clock, timed = time.monotonic, self.timeout is not None
+        clock, timed = self.now, self.timeout is not None
         while True:
             if queue:
                 env = queue.popleft()
@@ -554,7 +575,7 @@ class _HandlerRun:
                 not_applied = {id(env) for env, _ in failed}
                 self.record([item for item in batch if id(item[0]) not in not_applied])
                 self.to_settle[:0] = failed
-                await asyncio.sleep(streak.failed(exc))
+                await self.pause(self.keepers_token, streak.failed(exc))
             else:
                 streak.succeeded()
                 self.record(batch)
@@ -599,11 +620,11 @@ class _HandlerRun:
         every = ttl / 3000
         token = self.keepers_token
         while True:
-            before = time.monotonic()
-            await _pause(token, every)
+            before = self.now()
+            await self.pause(token, every)
             if token.cancelled:
                 return
-            late = time.monotonic() - before - every
+            late = self.now() - before - every
             if late * 1000 > ttl / 2:
                 logger.warning(
                     "handler %s: the event loop was blocked for %.1fs; a consumer silent for "
@@ -616,7 +637,7 @@ class _HandlerRun:
             try:
                 await self.consumer.heartbeat(ttl)
             except Exception as exc:
-                await _pause(token, min(every, streak.failed(exc)))
+                await self.pause(token, min(every, streak.failed(exc)))
                 continue
             streak.succeeded()
 
@@ -624,11 +645,11 @@ class _HandlerRun:
         streak = _Streak("lease extension", self.outage)
         lease_s = self.config.lease_interval_ms / 1000
         tick = min(lease_s, self.timeout / 4) if self.timeout else lease_s
-        next_extend = time.monotonic() + lease_s
+        next_extend = self.now() + lease_s
         token = self.keepers_token
         while not token.cancelled:
-            await _pause(token, tick)
-            now = time.monotonic()
+            await self.pause(token, tick)
+            now = self.now()
             if self.timeout:
                 self.enforce_deadlines(now)
             if not self.inflight:
@@ -679,14 +700,14 @@ class _HandlerRun:
 
     async def ensure(self, app_token: CancellationToken) -> None:
         """Create the group, and say this consumer is alive before it takes anything."""
-        streak = _Streak("creating the consumer group", _Outage(self.handler.name))
+        streak = _Streak("creating the consumer group", _Outage(self.handler.name, self.now))
         while not app_token.cancelled:
             try:
                 await self.consumer.ensure()
                 if self.caps.liveness:
                     await self.consumer.heartbeat(self.config.liveness_ms)
             except Exception as exc:
-                await _pause(app_token, streak.failed(exc))
+                await self.pause(app_token, streak.failed(exc))
                 continue
             streak.succeeded()
             return
@@ -782,14 +803,6 @@ async def _finish(task: asyncio.Task[None], grace: float) -> None:
         logger.error("%s did not stop when cancelled; left behind", task.get_coro())
         return
     await asyncio.gather(task, return_exceptions=True)
-
-
-async def _pause(token: CancellationToken, seconds: float) -> None:
-    """Sleep, but wake at once when the token fires."""
-    if token.cancelled:
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(token.wait(), seconds)
 
 
 async def run_handler(

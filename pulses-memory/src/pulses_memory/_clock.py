@@ -1,24 +1,17 @@
-"""The memory broker's sense of time: the system clock, or one that tests move by hand."""
+"""The memory broker's sense of time: the system clock, or one that tests move by hand.
+
+A ManualClock given to the broker and to the App (``App(..., clock=clock)``) moves the
+broker's delays and the runtime's leases, heartbeats, reclaims and TIMEOUT together.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+
+from pulses import Clock, wake
 
 __all__ = ["Clock", "ManualClock", "SystemClock", "wake"]
-
-
-class Clock(Protocol):
-    """Where the memory broker reads the time and waits for it to pass."""
-
-    def now_ms(self) -> int:
-        """The current time in Unix milliseconds."""
-        ...
-
-    async def sleep_until(self, deadline_ms: int, woken: asyncio.Future[None]) -> None:
-        """Return once ``deadline_ms`` has come, or sooner when ``woken`` is done."""
-        ...
 
 
 class SystemClock:
@@ -83,30 +76,3 @@ def _check_ms(what: str, ms: object) -> int:
     if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
         raise ValueError(f"{what} must be a non-negative int of milliseconds, got {ms!r}")
     return ms
-
-
-def wake(woken: asyncio.Future[None]) -> None:
-    """Resolve a waiter's future from any event loop, or from none.
-
-    Each wait makes its future in the loop it runs in, so a broker that outlives one
-    loop (a test's) never holds a primitive bound to it; a waiter whose loop has since
-    closed is simply skipped.
-    """
-    if woken.done():
-        return
-    loop = woken.get_loop()
-    if loop.is_closed():
-        return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        woken.set_result(None)
-    else:
-        loop.call_soon_threadsafe(_resolve, woken)
-
-
-def _resolve(woken: asyncio.Future[None]) -> None:
-    if not woken.done():
-        woken.set_result(None)
