@@ -1,4 +1,25 @@
-"""One handler's consumer of its streams in a consumer group."""
+"""One handler's consumer of its streams in a consumer group.
+
+The life of a message on Redis:
+
+- ``publish`` appends it to the stream with ``XADD`` (a delayed one waits in the
+  ``{stream}:delayed`` sorted set until the mover appends it).
+- ``fetch`` reads new entries with ``XREADGROUP ... >`` over the handler's streams and
+  their group's retry streams, fairly and never more than asked in total (a Lua script
+  for small batches, one plain XREADGROUP per key for big ones). The same round trip
+  runs the mover of due delayed entries, at most every ``_MOVE_EVERY`` while messages
+  flow. The entries are now in the group's pending list under this consumer's name.
+- While the handler runs, ``extend`` renews their idle time (``XCLAIM ... JUSTID`` of
+  what this consumer still owns), and ``heartbeat`` says the consumer is alive.
+- ``settle`` applies every outcome of a batch in one pipeline: one multi-id ``XACK``
+  per key for acks and drops, a script each for a retry (copy into the retry stream or
+  the delayed set, then ack) and a dead letter (copy into ``{stream}:dead``, then ack).
+- If this consumer dies, another one's ``reclaim`` takes its entries over once its
+  heartbeat lapses (or, alive but stuck, once they are idle past ``claim_idle_ms``),
+  with exact delivery counts; one delivered before comes alone (a suspect).
+- If it restarts under the same name, its first fetches hand back what it held, a
+  suspect at a time; after a failed fetch, what that fetch may have taken.
+"""
 
 from __future__ import annotations
 
@@ -215,12 +236,12 @@ class RedisConsumer:
         now = time.monotonic()
         # The mover of due delayed entries rides along with a read at most every
         # _MOVE_EVERY while messages flow, and before every read that finds nothing.
-        moved = now >= self._next_move or now >= self._wake_at
-        if moved and (released := await self._released(max_count)):
+        move_due = now >= self._next_move or now >= self._wake_at
+        if move_due and (released := await self._released(max_count)):
             return released
         reads = self._rotated()
-        envelopes = await self._read(reads, max_count, moved)
-        if not envelopes and not moved:
+        envelopes = await self._read(reads, max_count, move_due)
+        if not envelopes and not move_due:
             envelopes = await self._released(max_count) or await self._read(reads, max_count, True)
         if envelopes or block_ms <= 0:
             return envelopes
@@ -297,8 +318,9 @@ class RedisConsumer:
             self._note_due(now, results[:moves])
         return envelopes
 
-    def _note_due(self, now: float, moved: Sequence[int]) -> None:
-        waits = [wait for wait in moved if wait >= 0]
+    def _note_due(self, now: float, waits_ms: Sequence[int]) -> None:
+        """Remember when the next delayed entry is due (the mover says, -1 for none)."""
+        waits = [wait for wait in waits_ms if wait >= 0]
         self._wake_at = now + min(waits) / 1000 if waits else math.inf
 
     def _rotated(self) -> list[_Read]:
