@@ -19,27 +19,15 @@ RELEASED_CONSUMER = "pulses:released"
 """Pseudo-consumer that owns released messages until a real consumer reclaims them."""
 
 
-def _hash_tag(key: str) -> str | None:
-    """What Redis Cluster hashes of a key that has a hash tag: the text between its first
-    ``{`` and the next ``}``, when not empty; None when the whole key is hashed."""
-    start = key.find("{")
-    if start != -1:
-        end = key.find("}", start + 1)
-        if end > start + 1:
-            return key[start + 1 : end]
-    return None
-
-
 def hash_tag_base(stream: str) -> str:
     """The prefix of a stream's companion keys: the stream itself if it has a hash tag.
 
     A stream without a tag is hashed whole, so its companions need the tag ``{stream}``,
-    which holds the whole name only if it has no ``}``: such names are refused.
+    which holds the whole name only if it has no ``}``. The name rule refuses a ``}``
+    outside a hash tag, so a valid name has a tag exactly when it has a ``}``.
     """
     check_name("stream", stream, "stream")
-    if _hash_tag(stream) is not None:
-        return stream
-    return "{" + stream + "}"
+    return stream if "}" in stream else "{" + stream + "}"
 
 
 class StreamKeys:
