@@ -10,9 +10,39 @@ ROOT = Path(__file__).resolve().parents[2]
 
 MISUSE = textwrap.dedent(
     """
-    from pulses import Ack, App, Context, Envelope, Handler, Outcome, Retry
+    import msgspec
+
+    from pulses import Ack, App, Context, Envelope, Handler, Outcome, Retry, Stream
     from pulses_memory import MemoryBroker, MemorySubscription
     from pulses_redis import RedisBroker, RedisSubscription
+
+
+    class Signup(msgspec.Struct):
+        email: str
+
+
+    class Refund(msgspec.Struct):
+        order: int
+
+
+    signups = Stream("signups", Signup)
+    refunds = Stream("refunds", Refund)
+
+
+    class OnSignup(Handler[MemoryBroker, Signup]):
+        STREAM = refunds  # E: assignment
+
+        async def handle(self, ctx: Context[MemoryBroker], msg: Envelope[Signup]) -> Outcome:
+            return Ack()
+
+
+    class ReadsTheWrongType(Handler[MemoryBroker, Signup]):
+        STREAM = signups
+
+        async def handle(
+            self, ctx: Context[MemoryBroker], msg: Envelope[Refund]  # E: override
+        ) -> Outcome:
+            return Ack()
 
 
     class ReturnsText(Handler[MemoryBroker]):
@@ -34,6 +64,8 @@ MISUSE = textwrap.dedent(
         App(memory, MemorySubscription(group="g")).register(OnRedis())  # E: arg-type
         Retry(after_ms="soon")  # E: arg-type
         await memory.publish("a", "text")  # E: arg-type
+        await signups.publish(memory, Refund(order=1))  # E: arg-type
+        await signups.publish_many(memory, [Signup(email="a"), "b"])  # E: list-item
     """
 )
 

@@ -16,7 +16,7 @@ from pulses._broker import (
 )
 from pulses._cancel import CancellationToken
 from pulses._clock import Clock, wake
-from pulses._codec import decode_fields, encode_fields, redelivery_fields
+from pulses._codec import decode_fields, encode_fields, message_id_of, redelivery_fields
 from pulses._drain import run_until_drained
 from pulses._envelope import Envelope
 from pulses._errors import (
@@ -35,15 +35,18 @@ from pulses._errors import (
 )
 from pulses._handler import Context, Handler
 from pulses._hookspecs import BrokerFactory, Register, hookimpl
+from pulses._idempotency import DEFAULT_KEY_WINDOW_MS, check_codec, check_keys, check_window
 from pulses._names import check_name, check_streams
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses._plugins import connect, plugin_manager
 from pulses._stats import HandlerStats, RunStats
+from pulses._typed import Codec, PayloadError, Stream
 from pulses._urls import redact_url
 
 __version__ = "0.1.0"  # the same in pulses_memory and pulses_redis
 
 __all__ = [
+    "DEFAULT_KEY_WINDOW_MS",
     "Ack",
     "App",
     "Broker",
@@ -53,6 +56,7 @@ __all__ = [
     "CancellationToken",
     "Capabilities",
     "Clock",
+    "Codec",
     "ConfigurationError",
     "ConnectionLost",
     "Consumer",
@@ -69,6 +73,7 @@ __all__ = [
     "InvalidName",
     "InvalidURL",
     "Outcome",
+    "PayloadError",
     "PluginConflict",
     "PulsesError",
     "Reclaimed",
@@ -76,18 +81,23 @@ __all__ = [
     "Retry",
     "RunStats",
     "SettleError",
+    "Stream",
     "StreamAdmin",
     "StreamStats",
     "Subscription",
     "UnknownScheme",
     "Unsupported",
+    "check_codec",
+    "check_keys",
     "check_name",
     "check_publish",
     "check_streams",
+    "check_window",
     "connect",
     "decode_fields",
     "encode_fields",
     "hookimpl",
+    "message_id_of",
     "plugin_manager",
     "redact_url",
     "redelivery_fields",

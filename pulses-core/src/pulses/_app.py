@@ -85,7 +85,7 @@ class App(Generic[B]):
             clock=MonotonicClock() if clock is None else clock,
         )
         self._reclaim_interval_ms = reclaim_interval_ms
-        self._handlers: list[Handler[B]] = []
+        self._handlers: list[Handler[B, Any]] = []
         self._running = False
 
     @property
@@ -97,7 +97,7 @@ class App(Generic[B]):
         return self._subscription
 
     @property
-    def handlers(self) -> Sequence[Handler[B]]:
+    def handlers(self) -> Sequence[Handler[B, Any]]:
         return tuple(self._handlers)
 
     def using(
@@ -132,9 +132,9 @@ class App(Generic[B]):
         )
         # Handlers typed for this app's broker are moved to another: that is the point,
         # and a handler uses its context's broker only through the Broker protocol.
-        return app.register(*cast("list[Handler[B2]]", self._handlers))
+        return app.register(*cast("list[Handler[B2, Any]]", self._handlers))
 
-    def register(self, *handlers: Handler[B]) -> Self:
+    def register(self, *handlers: Handler[B, Any]) -> Self:
         """Add handlers after checking every setting of every one of them at once.
 
         Raises ``ConfigurationError`` listing each wrong field by handler and name.

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from pulses._envelope import Envelope
+from pulses._idempotency import DEFAULT_KEY_WINDOW_MS
 from pulses._names import check_name
 from pulses._outcome import Outcome
 
@@ -163,8 +164,14 @@ class Broker(Protocol[S]):
         *,
         headers: Mapping[str, str] | None = None,
         delay_ms: int = 0,
+        key: str | None = None,
+        key_window_ms: int = DEFAULT_KEY_WINDOW_MS,
+        codec: str | None = None,
     ) -> str:
-        """Append one message; return its id (for a delayed message, its delay ticket)."""
+        """Append one message; return its message id (for a delayed message, its delay
+        ticket). A message with an idempotency ``key`` that a publish to the stream used
+        within ``key_window_ms`` is dropped, and that publish's id returned. ``codec``
+        is recorded in the message for typed consumers (``pulses.Stream`` sets it)."""
         ...
 
     async def publish_many(
@@ -173,8 +180,12 @@ class Broker(Protocol[S]):
         payloads: Sequence[bytes],
         *,
         headers: Mapping[str, str] | None = None,
+        keys: Sequence[str | None] | None = None,
+        key_window_ms: int = DEFAULT_KEY_WINDOW_MS,
+        codec: str | None = None,
     ) -> list[str]:
-        """Append many messages in one round trip; return their ids in order."""
+        """Append many messages in one round trip; return their ids in order. ``keys``,
+        one per payload (None for none), are idempotency keys as in ``publish``."""
         ...
 
     def subscription(self, group: str, *, consumer: str | None = None) -> S:
@@ -245,6 +256,7 @@ class DeadLetterRecord:
     id: str
     """The dead-letter entry's own id (what ``replay``/``purge`` take)."""
     original_id: str
+    """The broker id of the entry that was dead-lettered (a retry's own entry, maybe)."""
     stream: str
     payload: bytes
     headers: Mapping[str, str]
@@ -253,6 +265,8 @@ class DeadLetterRecord:
     handler: str
     group: str
     dead_at_ms: int
+    message_id: str = ""
+    """The message's id for life (``Envelope.message_id``), the same over every retry."""
 
 
 @runtime_checkable

@@ -7,9 +7,15 @@ fields, and only what Pulses wrote is interpreted.
 
 A plain publish is the single field ``payload``, so that ``XADD s * payload hi`` from
 redis-cli is a message like any other. Bookkeeping (headers, deliveries before this
-entry, first enqueue time) goes in fields under the ``pulses:`` namespace, which no
-foreign producer writes by accident: a foreign ``deliveries`` or ``headers`` field is
-just a field, delivered in ``Envelope.fields`` and never read as ours.
+entry, first enqueue time, the message id, the payload's codec) goes in fields under the
+``pulses:`` namespace, which no foreign producer writes by accident: a foreign
+``deliveries`` or ``headers`` field is just a field, delivered in ``Envelope.fields`` and
+never read as ours.
+
+The message id is the id of the message's first entry, so a plain publish writes none:
+only an entry that is not the first (a retry, a replay) or that has no broker id yet (a
+delayed publish) carries ``pulses:id``. The codec is written only when it is not JSON,
+the default for typed payloads, so a plain or JSON publish stays one field.
 """
 
 from __future__ import annotations
@@ -17,12 +23,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-__all__ = ["DecodedFields", "decode_fields", "encode_fields", "redelivery_fields"]
+__all__ = [
+    "DecodedFields",
+    "decode_fields",
+    "encode_fields",
+    "field_value",
+    "message_id_of",
+    "redelivery_fields",
+]
 
 PAYLOAD = b"payload"
 HEADERS = b"pulses:headers"
 DELIVERIES = b"pulses:deliveries"
 ENQUEUED = b"pulses:enqueued"
+MESSAGE_ID = b"pulses:id"
+CODEC = b"pulses:codec"
 
 DecodedFields = tuple[bytes, Mapping[str, str], int, int | None]
 """payload, headers, deliveries before this entry existed, first enqueue time (ms) or None."""
@@ -35,11 +50,18 @@ def encode_fields(
     headers: Mapping[str, str] | None = None,
     prior_deliveries: int = 0,
     enqueued_ms: int | None = None,
+    *,
+    codec: str | None = None,
+    message_id: str | None = None,
 ) -> list[bytes]:
     """Flat ``[field, value, ...]`` list for a new entry; optional fields only when set."""
     fields = [PAYLOAD, payload]
     if headers:
         fields += [HEADERS, json.dumps(dict(headers), separators=(",", ":")).encode()]
+    if codec is not None and codec != "json":
+        fields += [CODEC, codec.encode()]
+    if message_id is not None:
+        fields += [MESSAGE_ID, message_id.encode()]
     if prior_deliveries:
         fields += [DELIVERIES, str(prior_deliveries).encode()]
     if enqueued_ms is not None:
@@ -48,16 +70,23 @@ def encode_fields(
 
 
 def redelivery_fields(
-    raw: Sequence[bytes], prior_deliveries: int = 0, enqueued_ms: int | None = None
+    raw: Sequence[bytes],
+    prior_deliveries: int = 0,
+    enqueued_ms: int | None = None,
+    message_id: str | None = None,
 ) -> list[bytes]:
     """The stored fields of an entry for its next life: a retry (with the deliveries so
-    far and the first enqueue time) or a replay (with neither). Every other field, foreign
-    ones included, is kept in order; earlier bookkeeping fields are replaced, not stacked.
+    far and the first enqueue time) or a replay (with neither), both with the message id
+    it keeps for life. Every other field, foreign ones included, is kept in order; earlier
+    bookkeeping fields are replaced, not stacked.
     """
+    replaced = (DELIVERIES, ENQUEUED, MESSAGE_ID) if message_id else (DELIVERIES, ENQUEUED)
     fields: list[bytes] = []
     for i in range(0, len(raw) - 1, 2):
-        if raw[i] not in (DELIVERIES, ENQUEUED):
+        if raw[i] not in replaced:
             fields += raw[i : i + 2]
+    if message_id:
+        fields += [MESSAGE_ID, message_id.encode()]
     if prior_deliveries:
         fields += [DELIVERIES, str(prior_deliveries).encode()]
     if enqueued_ms is not None:
@@ -88,6 +117,22 @@ def decode_fields(raw: Sequence[bytes]) -> DecodedFields:
         elif name == ENQUEUED:
             enqueued = _decode_count(value) or None
     return payload, headers, prior, enqueued
+
+
+def field_value(raw: Sequence[bytes], name: bytes) -> bytes | None:
+    """The first value of field ``name`` in a flat field list; None when it has none."""
+    for i in range(0, len(raw) - 1, 2):
+        if raw[i] == name:
+            return raw[i + 1]
+    return None
+
+
+def message_id_of(raw: Sequence[bytes], entry_id: str) -> str:
+    """The message id for life of the entry ``entry_id`` holding ``raw``: the one it
+    carries (a retry's, a replay's, a delayed publish's), else its own id, its first."""
+    if len(raw) > 2 and (value := field_value(raw, MESSAGE_ID)) is not None:
+        return bytes(value).decode(errors="replace")
+    return entry_id
 
 
 def _decode_headers(value: bytes) -> Mapping[str, str]:

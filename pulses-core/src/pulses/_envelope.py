@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Generic, cast
+
+from typing_extensions import TypeVar
+
+from pulses._codec import CODEC, field_value, message_id_of
 
 __all__ = ["Envelope"]
 
+T = TypeVar("T", default=bytes)
 
-class Envelope:
+
+class Envelope(Generic[T]):
     """One delivery of one message: read-only, created by the broker.
+
+    ``message_id`` is the message's identity for life (kept over retries, reclaims and
+    replays); ``id`` is the broker's id of this one entry. ``body`` is the payload decoded
+    to the handler's declared type (``Handler[B, T]``); for a ``bytes`` handler, the payload.
 
     ``deliveries`` is 1 on the first delivery and counts every redelivery, retry and
     reclaim. ``fields`` are the entry's field/value pairs as stored, so an entry
@@ -30,6 +41,7 @@ class Envelope:
     # Read-only properties over private slots: one of these is built per message on the
     # hot path, and slot assignment is three times cheaper than a frozen dataclass.
     __slots__ = (
+        "_body",
         "_deliveries",
         "_enqueued_ms",
         "_fields",
@@ -40,6 +52,7 @@ class Envelope:
         "_stream",
         "_suspect",
     )
+    _body: T
 
     def __init__(
         self,
@@ -82,6 +95,29 @@ class Envelope:
         return self._headers
 
     @property
+    def body(self) -> T:
+        """The payload decoded to the handler's declared type, once, before ``handle``."""
+        try:
+            return self._body
+        except AttributeError:  # never decoded: a bytes handler, whose body is the payload
+            return cast(T, self._payload)
+
+    @property
+    def message_id(self) -> str:
+        """The message's id for life: the broker id of its first entry (for a delayed
+        publish, its ticket), the same over every retry, reclaim and replay."""
+        return message_id_of(self._fields, self._id)
+
+    @property
+    def codec(self) -> str:
+        """How the payload is encoded, as recorded in the message: ``"json"`` unless
+        the producer's stream said otherwise (``"msgpack"``)."""
+        raw = self._fields
+        if len(raw) > 2 and (value := field_value(raw, CODEC)) is not None:
+            return value.decode(errors="replace")
+        return "json"
+
+    @property
     def deliveries(self) -> int:
         """1 on the first delivery; every redelivery, retry and reclaim adds one."""
         return self._deliveries
@@ -120,7 +156,7 @@ class Envelope:
 
     def __repr__(self) -> str:
         return (
-            f"Envelope(id={self._id!r}, stream={self._stream!r}, "
+            f"Envelope(id={self._id!r}, message_id={self.message_id!r}, stream={self._stream!r}, "
             f"payload=<{len(self._payload)} bytes>, headers={dict(self._headers)!r}, "
             f"deliveries={self._deliveries}{', suspect' if self._suspect else ''})"
         )

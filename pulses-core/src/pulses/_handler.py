@@ -5,22 +5,34 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
+
+from typing_extensions import TypeVar as DefaultTypeVar
 
 from pulses._broker import Broker
 from pulses._cancel import CancellationToken
 from pulses._envelope import Envelope
+from pulses._errors import ConfigurationError
+from pulses._idempotency import DEFAULT_KEY_WINDOW_MS
 from pulses._outcome import Outcome
+from pulses._typed import Stream
 
 __all__ = ["Context", "Handler"]
 
 B = TypeVar("B", bound=Broker[Any])
 B_co = TypeVar("B_co", bound=Broker[Any], covariant=True)
 B_contra = TypeVar("B_contra", bound=Broker[Any], contravariant=True)
+T = DefaultTypeVar("T", default=bytes)
 
 
-class Handler(ABC, Generic[B_contra]):
+class Handler(ABC, Generic[B_contra, T]):
     """Base class of a message handler: which streams, how concurrent, what to do.
+
+    The second type parameter is the payload type (``bytes`` when left out):
+    ``Handler[RedisBroker, Signup]`` gets ``msg.body`` decoded to a ``Signup``, once,
+    before ``handle``; a payload that does not decode is dead-lettered at once. Set
+    ``STREAM`` to a typed ``pulses.Stream`` and mypy checks that its type is the one the
+    handler declares.
 
     >>> class SendEmail(Handler[Broker[Any]]):
     ...     STREAMS = ("emails",)
@@ -33,6 +45,10 @@ class Handler(ABC, Generic[B_contra]):
 
     STREAMS: ClassVar[tuple[str, ...]]
     """The streams this handler consumes; one App has one handler per stream."""
+    STREAM: Stream[T]
+    """Instead of STREAMS: the one typed stream this handler consumes."""
+    PAYLOAD_TYPE: ClassVar[Any] = bytes
+    """The payload type declared by ``Handler[B, T]``, read from the class at definition."""
     WORKERS: ClassVar[int] = 1
     """How many ``handle()`` calls run at once."""
     MAX_IN_FLIGHT: ClassVar[int | None] = None
@@ -49,14 +65,47 @@ class Handler(ABC, Generic[B_contra]):
     TIMEOUT: ClassVar[float | None] = None
     """Seconds one ``handle()`` call may run before it is cancelled and counts as failed."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = _declared_payload_type(cls)
+        if declared is not None:
+            cls.PAYLOAD_TYPE = declared
+        stream = cls.__dict__.get("STREAM")
+        if stream is None:
+            return
+        if not isinstance(stream, Stream):
+            raise ConfigurationError(
+                f"{cls.__name__}.STREAM must be a pulses.Stream, got {stream!r}; "
+                "name plain streams in STREAMS"
+            )
+        if "STREAMS" in cls.__dict__:
+            raise ConfigurationError(f"{cls.__name__} sets both STREAM and STREAMS; set one")
+        if stream.payload_type != cls.PAYLOAD_TYPE:
+            raise ConfigurationError(
+                f"{cls.__name__}.STREAM carries {stream.payload_type!r}, but the handler "
+                f"declares {cls.PAYLOAD_TYPE!r}"
+            )
+        cls.STREAMS = (stream,)
+
     @property
     def name(self) -> str:
         """The handler's name in logs, counters and dead letters: its class name."""
         return type(self).__name__
 
     @abstractmethod
-    async def handle(self, ctx: Context[B_contra], msg: Envelope) -> Outcome:
+    async def handle(self, ctx: Context[B_contra], msg: Envelope[T]) -> Outcome:
         """Handle one message and say what happened to it."""
+
+
+def _declared_payload_type(cls: type) -> Any:
+    """The T of the nearest ``Handler[B, T]`` among ``cls``'s own bases, or None."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = get_origin(base)
+        if isinstance(origin, type) and issubclass(origin, Handler):
+            args = get_args(base)
+            if len(args) == 2 and not isinstance(args[1], TypeVar):
+                return args[1]
+    return None
 
 
 class Context(Generic[B_co]):
@@ -100,6 +149,16 @@ class Context(Generic[B_co]):
         *,
         headers: Mapping[str, str] | None = None,
         delay_ms: int = 0,
+        key: str | None = None,
+        key_window_ms: int = DEFAULT_KEY_WINDOW_MS,
     ) -> str:
-        """Publish through the app's broker; see ``Broker.publish``."""
-        return await self._broker.publish(stream, payload, headers=headers, delay_ms=delay_ms)
+        """Publish through the app's broker; see ``Broker.publish``. Typed values go
+        through their stream: ``await signups.publish(ctx.broker, value)``."""
+        return await self._broker.publish(
+            stream,
+            payload,
+            headers=headers,
+            delay_ms=delay_ms,
+            key=key,
+            key_window_ms=key_window_ms,
+        )

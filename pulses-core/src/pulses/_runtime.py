@@ -44,6 +44,7 @@ from pulses._handler import Context, Handler
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses._policy import RetryPolicy, jittered_backoff
 from pulses._stats import HandlerStats
+from pulses._typed import CODECS, Decode, PayloadError, decoder_for
 
 __all__ = ["Isolation", "RuntimeConfig", "run_handler"]
 
@@ -258,6 +259,14 @@ class _HandlerRun:
         self.rate_handled = 0
         self.timeout = handler.TIMEOUT
         self.stats = HandlerStats(handler=handler.name)
+        payload_type = handler.PAYLOAD_TYPE
+        # Built once per handler, one per codec a message may say it uses; a bytes
+        # handler has none and its messages go by untouched.
+        self.decoders: dict[str, Decode] | None = (
+            None
+            if payload_type is bytes
+            else {codec: decoder_for(payload_type, codec) for codec in CODECS}
+        )
         self.queue: deque[Envelope] = deque()
         self.suspects: deque[Envelope] = deque()
         """Suspects admitted and not yet started; see Isolation."""
@@ -333,6 +342,8 @@ class _HandlerRun:
             self.rate_at, self.rate_handled = now, handled
 
     def admit(self, envelopes: Sequence[Envelope]) -> None:
+        if self.decoders is not None:
+            envelopes = self.decode(envelopes)
         inflight, queue, policy = self.inflight, self.queue, self.policy
         for env in envelopes:
             inflight.add(env)
@@ -358,7 +369,7 @@ class _HandlerRun:
                     "handler %s: message %s of %s was delivered %d times and never settled; "
                     "running it alone",
                     self.handler.name,
-                    env.id,
+                    env.message_id,
                     env.stream,
                     env.deliveries,
                 )
@@ -367,6 +378,35 @@ class _HandlerRun:
                 queue.append(env)
         if queue:
             self.work_ready.set()
+
+    def decode(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
+        """Decode each payload to the handler's type; what does not decode is
+        dead-lettered at once with the decoder's reason, never run nor retried."""
+        assert self.decoders is not None
+        decodable = []
+        for env in envelopes:
+            decode = self.decoders.get(env.codec)
+            try:
+                if decode is None:
+                    raise PayloadError(f"unknown codec {env.codec!r}")
+                env._body = decode(env.payload)
+            except PayloadError as exc:
+                reason = f"PayloadError: {exc}"
+                logger.error(
+                    "handler %s: message %s of %s does not decode to %s: %s",
+                    self.handler.name,
+                    env.message_id,
+                    env.stream,
+                    getattr(self.handler.PAYLOAD_TYPE, "__name__", self.handler.PAYLOAD_TYPE),
+                    exc,
+                )
+                self.stats.undecodable += 1
+                self.inflight.add(env)
+                self.to_settle.append((env, DeadLetter(reason)))
+                self.settle_ready.set()
+            else:
+                decodable.append(env)
+        return decodable
 
     async def fetch_loop(self) -> None:
         streak = _Streak("fetch", self.outage)
@@ -524,7 +564,7 @@ class _HandlerRun:
             logger.error(
                 "handler %s timed out on message %s of %s (delivery %d)",
                 name,
-                env.id,
+                env.message_id,
                 env.stream,
                 env.deliveries,
             )
@@ -533,7 +573,7 @@ class _HandlerRun:
             logger.error(
                 "handler %s raised on message %s of %s (delivery %d)",
                 name,
-                env.id,
+                env.message_id,
                 env.stream,
                 env.deliveries,
                 exc_info=result,
@@ -547,7 +587,7 @@ class _HandlerRun:
                 "handler %s returned %r for message %s of %s; expected an Outcome",
                 name,
                 result,
-                env.id,
+                env.message_id,
                 env.stream,
             )
         return self.policy.on_failure(env.deliveries, reason)

@@ -28,6 +28,8 @@ class HandlerStats:
     retried: int = 0
     dropped: int = 0
     dead_lettered: int = 0
+    undecodable: int = 0
+    """Payloads that did not decode to the handler's type: dead-lettered unrun."""
     isolated: int = 0
     """Suspects (an earlier delivery never settled) that were run alone."""
     released: int = 0

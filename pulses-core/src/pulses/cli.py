@@ -695,14 +695,17 @@ def _record_json(record: DeadLetterRecord) -> dict[str, object]:
 @click.argument("stream")
 @click.argument("dead_id", metavar="ID")
 def dlq_show(url: str, stream: str, dead_id: str) -> None:
-    """One dead letter in full."""
+    """A dead letter in full, by its own ID or by the message id a handler logged (every
+    dead letter of that message, oldest first, when it died more than once)."""
 
     async def go(admin: StreamAdmin) -> None:
+        found = False
         for record in await admin.dead_letters(stream, limit=1_000_000):
-            if record.id == dead_id:
+            if dead_id in (record.id, record.message_id):
                 click.echo(json.dumps(_record_json(record), indent=2))
-                return
-        raise Failed(f"no dead letter {dead_id!r} in {stream}")
+                found = True
+        if not found:
+            raise Failed(f"no dead letter {dead_id!r} in {stream} (by dead-letter or message id)")
 
     _run(_with_admin(url, go))
 

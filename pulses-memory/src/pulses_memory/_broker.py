@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from pulses import (
+    DEFAULT_KEY_WINDOW_MS,
     BrokerClosed,
     Capabilities,
     ConfigurationError,
@@ -24,8 +25,11 @@ from pulses import (
     InvalidURL,
     StreamStats,
     Subscription,
+    check_codec,
+    check_keys,
     check_publish,
     check_streams,
+    check_window,
     encode_fields,
     redact_url,
     redelivery_fields,
@@ -38,6 +42,13 @@ __all__ = ["MemoryBroker", "MemorySubscription", "parse_memory_url"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]*")
 _URL = re.compile(r"memory://(?P<name>[^/?#]*)/?", re.IGNORECASE)
+
+
+_Keys = dict[tuple[str, str], tuple[int, str]]
+"""(stream, idempotency key) → (until when, in clock ms, it holds; the message id it got)."""
+# Per store, so every handle on one store's data sees the same keys; kept here, beside
+# the publishing that uses them, and gone with the store.
+_KEYS: weakref.WeakKeyDictionary[Store, _Keys] = weakref.WeakKeyDictionary()
 
 
 def _default_consumer() -> str:
@@ -146,19 +157,48 @@ class MemoryBroker:
         *,
         headers: Mapping[str, str] | None = None,
         delay_ms: int = 0,
+        key: str | None = None,
+        key_window_ms: int = DEFAULT_KEY_WINDOW_MS,
+        codec: str | None = None,
     ) -> str:
         check_publish(stream, payload, headers, delay_ms)
+        check_keys(stream, None if key is None else [key], 1)
+        check_window(key_window_ms)
+        check_codec(stream, codec)
         self._check_open(f"publish to stream {stream!r}")
         store = self._store
         now = store.clock.now_ms()
+        if key is not None and (first := self._first(stream, key, now)) is not None:
+            return first
         target = store.stream(stream)
-        fields = encode_fields(payload, headers)
         if delay_ms:
+            # No entry id before it is due: the ticket is its message id for life.
+            ticket = f"delayed-{uuid.uuid4().hex}"
+            fields = encode_fields(payload, headers, codec=codec, message_id=ticket)
             store.schedule(target, now + delay_ms, fields)
-            return f"delayed-{uuid.uuid4().hex}"
-        entry_id = target.append(fields, now)
-        store.notify(stream)
-        return entry_id
+            message_id = ticket
+        else:
+            message_id = target.append(encode_fields(payload, headers, codec=codec), now)
+            store.notify(stream)
+        if key is not None:
+            self._remember(stream, key, now + key_window_ms, message_id)
+        return message_id
+
+    def _first(self, stream: str, key: str, now: int) -> str | None:
+        """The message id of the publish that used ``key`` within its window, if any."""
+        held = _KEYS.get(self._store, {}).get((stream, key))
+        if held is None or held[0] <= now:
+            return None
+        return held[1]
+
+    def _remember(self, stream: str, key: str, until: int, message_id: str) -> None:
+        keys = _KEYS.setdefault(self._store, {})
+        if len(keys) >= 1024 and len(keys) & (len(keys) - 1) == 0:
+            # At each power of two: forget expired keys in time amortised per publish.
+            now = self._store.clock.now_ms()
+            for expired in [k for k, (held, _) in keys.items() if held <= now]:
+                del keys[expired]
+        keys[(stream, key)] = (until, message_id)
 
     async def publish_many(
         self,
@@ -166,14 +206,33 @@ class MemoryBroker:
         payloads: Sequence[bytes],
         *,
         headers: Mapping[str, str] | None = None,
+        keys: Sequence[str | None] | None = None,
+        key_window_ms: int = DEFAULT_KEY_WINDOW_MS,
+        codec: str | None = None,
     ) -> list[str]:
         for payload in payloads:
             check_publish(stream, payload, headers, 0)
+        check_keys(stream, keys, len(payloads))
+        check_window(key_window_ms)
+        check_codec(stream, codec)
         self._check_open(f"publish to stream {stream!r}")
         store = self._store
         now = store.clock.now_ms()
         target = store.stream(stream)
-        ids = [target.append(encode_fields(payload, headers), now) for payload in payloads]
+        if keys is None:
+            ids = [
+                target.append(encode_fields(payload, headers, codec=codec), now)
+                for payload in payloads
+            ]
+        else:
+            ids = []
+            for payload, key in zip(payloads, keys, strict=True):
+                first = None if key is None else self._first(stream, key, now)
+                if first is None:
+                    first = target.append(encode_fields(payload, headers, codec=codec), now)
+                    if key is not None:
+                        self._remember(stream, key, now + key_window_ms, first)
+                ids.append(first)
         store.notify(stream)
         return ids
 
@@ -273,7 +332,8 @@ class MemoryBroker:
             # Only the group that dead-lettered it gets it again, like a retry: the
             # stream itself would hand it to every fan-out group once more.
             into = store.retry_stream(stream, record.group) if record.group else target
-            new_ids.append(into.append(redelivery_fields(raw), now))
+            fields = redelivery_fields(raw, message_id=record.message_id or record.original_id)
+            new_ids.append(into.append(fields, now))
             store.notify(into.key)
         return new_ids
 

@@ -236,7 +236,7 @@ class MemoryConsumer:
                     counters.dropped += 1
                 case Retry(after_ms=after_ms):
                     fields = redelivery_fields(
-                        envelope.raw, envelope.deliveries, envelope.enqueued_ms
+                        envelope.raw, envelope.deliveries, envelope.enqueued_ms, envelope.message_id
                     )
                     store.schedule(
                         store.retry_stream(envelope.stream, group), now + after_ms, fields
@@ -261,6 +261,7 @@ class MemoryConsumer:
             handler=self._handler,
             group=self._group,
             dead_at_ms=now,
+            message_id=envelope.message_id,
         )
         logical.dead[dead_id] = (record, envelope.raw)
 

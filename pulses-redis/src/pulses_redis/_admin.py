@@ -17,7 +17,7 @@ from pulses import (
     redelivery_fields,
 )
 from pulses_redis._connection import Connection
-from pulses_redis._dead import original_fields, parse, replay_target
+from pulses_redis._dead import message_id, original_fields, parse, replay_target
 from pulses_redis._keys import StreamKeys, hash_tag_base
 from pulses_redis._packed import pack
 from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, run_script
@@ -197,7 +197,14 @@ class AdminFacet:
                 commands = [
                     REPLAY.call(
                         [keys.dead, replay_target(stream, fields)],
-                        [entry_id, *pack(redelivery_fields(original_fields(fields)))],
+                        [
+                            entry_id,
+                            *pack(
+                                redelivery_fields(
+                                    original_fields(fields), 0, None, message_id(fields)
+                                )
+                            ),
+                        ],
                     )
                     for entry_id, fields in entries
                 ]

@@ -14,19 +14,30 @@ from typing import Any, Self, TypeVar
 from redis.asyncio import Redis
 
 from pulses import (
+    DEFAULT_KEY_WINDOW_MS,
     Capabilities,
     ConfigurationError,
     ConnectionLost,
     Subscription,
+    check_codec,
+    check_keys,
     check_publish,
     check_streams,
+    check_window,
     encode_fields,
 )
 from pulses_redis._admin import AdminFacet
 from pulses_redis._connection import Connection, client_from_url
 from pulses_redis._consumer import RedisConsumer
 from pulses_redis._keys import StreamKeys
-from pulses_redis._scripts import SCHEDULE, Arg, command, run_pipeline, run_script
+from pulses_redis._scripts import (
+    PUBLISH_ONCE,
+    SCHEDULE,
+    Arg,
+    command,
+    run_pipeline,
+    run_script,
+)
 
 __all__ = ["RedisBroker", "RedisSubscription", "default_consumer_name"]
 
@@ -104,14 +115,30 @@ class RedisBroker(AdminFacet):
         *,
         headers: Mapping[str, str] | None = None,
         delay_ms: int = 0,
+        key: str | None = None,
+        key_window_ms: int = DEFAULT_KEY_WINDOW_MS,
+        codec: str | None = None,
     ) -> str:
         check_publish(stream, payload, headers, delay_ms)
+        check_keys(stream, None if key is None else [key], 1)
+        check_window(key_window_ms)
+        check_codec(stream, codec)
         self._conn.check(f"publishing to stream {stream!r}")
-        fields = encode_fields(payload, headers)
         client = self._conn.client
+        if key is not None:
+            once = _once(stream, payload, headers, codec, (key, key_window_ms), delay_ms)
+
+            async def publish_once() -> list[Any]:
+                async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
+                    reply: list[Any] = await run_script(client, PUBLISH_ONCE, *once)
+                return reply
+
+            return bytes((await _once_more(publish_once))[1]).decode()
         if delay_ms:
             keys = StreamKeys(stream)
+            # No entry id before it is due: the ticket is its message id for life.
             ticket = f"delayed-{os.urandom(8).hex()}"
+            fields = encode_fields(payload, headers, codec=codec, message_id=ticket)
 
             async def schedule() -> None:
                 async with self._conn.errors(
@@ -121,6 +148,7 @@ class RedisBroker(AdminFacet):
 
             await _once_more(schedule)
             return ticket
+        fields = encode_fields(payload, headers, codec=codec)
 
         async def append() -> bytes:
             async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
@@ -135,13 +163,24 @@ class RedisBroker(AdminFacet):
         payloads: Sequence[bytes],
         *,
         headers: Mapping[str, str] | None = None,
+        keys: Sequence[str | None] | None = None,
+        key_window_ms: int = DEFAULT_KEY_WINDOW_MS,
+        codec: str | None = None,
     ) -> list[str]:
         for payload in payloads:
             check_publish(stream, payload, headers, 0)
+        check_keys(stream, keys, len(payloads))
+        check_window(key_window_ms)
+        check_codec(stream, codec)
         self._conn.check(f"publishing to stream {stream!r}")
         commands: list[tuple[Arg, ...]] = [
-            ("XADD", stream, "*", *encode_fields(p, headers)) for p in payloads
+            ("XADD", stream, "*", *encode_fields(p, headers, codec=codec)) for p in payloads
         ]
+        if keys is not None:
+            for i, key in enumerate(keys):
+                if key is not None:
+                    once = _once(stream, payloads[i], headers, codec, (key, key_window_ms), 0)
+                    commands[i] = PUBLISH_ONCE.call(*once)
 
         async def append() -> list[Any]:
             async with self._conn.errors("publishing", stream=stream, keys={stream: "stream"}):
@@ -151,7 +190,11 @@ class RedisBroker(AdminFacet):
                         raise result
             return results
 
-        return [entry_id.decode() for entry_id in await _once_more(append)]
+        # A keyed publish replies [appended, message id]; a plain one, the entry id.
+        return [
+            bytes(reply[1] if isinstance(reply, list) else reply).decode()
+            for reply in await _once_more(append)
+        ]
 
     def subscription(self, group: str, *, consumer: str | None = None) -> RedisSubscription:
         if consumer is None:
@@ -187,6 +230,22 @@ class RedisBroker(AdminFacet):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _once(
+    stream: str,
+    payload: bytes,
+    headers: Mapping[str, str] | None,
+    codec: str | None,
+    key: tuple[str, int],
+    delay_ms: int,
+) -> tuple[list[str], list[Arg]]:
+    """The keys and arguments of the script that publishes unless ``key`` (a key, its
+    window in ms) was used within its window."""
+    keys = StreamKeys(stream)
+    ticket = f"delayed-{os.urandom(8).hex()}"
+    fields = encode_fields(payload, headers, codec=codec, message_id=ticket if delay_ms else None)
+    return [stream, keys.delayed, keys.idempotency(key[0])], [key[1], delay_ms, ticket, *fields]
 
 
 async def _once_more(publish: Callable[[], Awaitable[T]]) -> T:

@@ -635,4 +635,4 @@ def _shares(reads: Sequence[_Read], max_count: int) -> dict[_Read, int]:
 
 def _retry_fields(env: Envelope) -> list[bytes]:
     """The raw fields again, with this delivery's count and the first enqueue time."""
-    return pack(redelivery_fields(env.raw, env.deliveries, env.enqueued_ms))
+    return pack(redelivery_fields(env.raw, env.deliveries, env.enqueued_ms, env.message_id))

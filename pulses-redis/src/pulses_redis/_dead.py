@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pulses import DeadLetterRecord, Envelope, decode_fields
+from pulses import DeadLetterRecord, Envelope, decode_fields, message_id_of
 from pulses_redis._keys import StreamKeys
 from pulses_redis._packed import pack, unpack
 from pulses_redis._scripts import Arg
 
-__all__ = ["original_fields", "parse", "record_fields", "replay_target"]
+__all__ = ["message_id", "original_fields", "parse", "record_fields", "replay_target"]
 
 _META_FIELDS = 12
 """The leading fields: original_id, stream, reason, deliveries, handler, group."""
@@ -46,6 +46,13 @@ def original_fields(fields: Sequence[bytes]) -> Sequence[bytes]:
     return unpack(fields[_META_FIELDS:])
 
 
+def message_id(fields: Sequence[bytes]) -> str:
+    """The dead-lettered message's id for life: what its entry says (a retry's, a replay's,
+    a delayed publish's), or else the id of the entry, which was its first."""
+    original_id = bytes(_meta(fields).get(b"original_id", b"")).decode(errors="replace")
+    return message_id_of(original_fields(fields), original_id)
+
+
 def replay_target(stream: str, fields: Sequence[bytes]) -> str:
     """The key a record is replayed into: its group's retry stream (the stream itself
     would hand it to every fan-out group once more), or the stream when it names none."""
@@ -74,4 +81,5 @@ def parse(stream: str, entry_id: bytes, fields: Sequence[bytes]) -> DeadLetterRe
         handler=text(b"handler"),
         group=text(b"group"),
         dead_at_ms=int(eid.split("-")[0]),
+        message_id=message_id(fields),
     )

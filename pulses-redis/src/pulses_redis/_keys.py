@@ -34,6 +34,7 @@ class StreamKeys:
     """The keys of one stream and of one consumer group on it."""
 
     __slots__ = (
+        "base",
         "counts",
         "dead",
         "delayed",
@@ -46,6 +47,7 @@ class StreamKeys:
 
     def __init__(self, stream: str, group: str = "") -> None:
         base = hash_tag_base(stream)
+        self.base = base
         self.stream = stream
         self.group = group
         self.dead = f"{base}:dead"
@@ -61,3 +63,8 @@ class StreamKeys:
         self.heartbeats = f"{base}:alive:{group}"
         """Consumer name → until when (Redis time, ms) its last heartbeat holds (a hash);
         serves the stream and the retry stream alike."""
+
+    def idempotency(self, key: str) -> str:
+        """Marks that idempotency ``key`` was used, holding that publish's message id
+        until the window ends (a string with a TTL)."""
+        return f"{self.base}:key:{key}"

@@ -29,6 +29,7 @@ __all__ = [
     "DELETE_CONSUMER",
     "FORGET",
     "MOVE_DUE",
+    "PUBLISH_ONCE",
     "PURGE",
     "READ",
     "RECLAIM",
@@ -133,6 +134,27 @@ SCHEDULE = Script(
 -- KEYS: delayed set. ARGV: delay_ms, token, fields...
 schedule(KEYS[1], tonumber(ARGV[1]), ARGV[2], 3)
 return 1
+""",
+)
+
+PUBLISH_ONCE = Script(
+    "publish_once",
+    _PRELUDE
+    + _ENCODE
+    + """
+-- Idempotent publish: append (or schedule) unless the key was used within its window.
+-- KEYS: stream, delayed set, the key's marker. ARGV: window_ms, delay_ms, ticket, fields...
+-- Returns {1, new message id} or {0, the id the key's first publish got}.
+local first = redis.call('GET', KEYS[3])
+if first then return {0, first} end
+local id = ARGV[3]
+if tonumber(ARGV[2]) > 0 then
+  schedule(KEYS[2], tonumber(ARGV[2]), ARGV[3], 4)
+else
+  id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+end
+redis.call('SET', KEYS[3], id, 'PX', ARGV[1])
+return {1, id}
 """,
 )
 
@@ -481,6 +503,7 @@ _ALL = (
     RETRY,
     DEAD_LETTER,
     SCHEDULE,
+    PUBLISH_ONCE,
     MOVE_DUE,
     RECOVER,
     RECLAIM,

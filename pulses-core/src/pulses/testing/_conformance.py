@@ -24,13 +24,18 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pytest
 import pytest_asyncio
 
+from pulses._app import App
 from pulses._broker import Broker, Consumer, DeadLetterRecord, StreamAdmin
+from pulses._drain import run_until_drained
 from pulses._envelope import Envelope
 from pulses._errors import BrokerClosed, InvalidName, PulsesError, SettleError, Unsupported
+from pulses._handler import Context, Handler
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
+from pulses._typed import Stream
 from pulses.testing._harness import BrokerHarness
 
 __all__ = ["BrokerConformance"]
@@ -55,6 +60,10 @@ class _Names:
     def fresh(cls) -> _Names:
         tag = uuid.uuid4().hex[:10]
         return cls(f"s-{tag}", f"t-{tag}", f"g-{tag}", f"G2-{tag}")
+
+
+class _Point(msgspec.Struct):
+    x: int
 
 
 def _consumer(
@@ -928,3 +937,105 @@ class BrokerConformance:
         [again] = await _fetch_n(c1, 1)
         assert (again.payload, dict(again.headers), again.deliveries) == (b"p", {}, 2)
         assert [f for f in again.fields if not f[0].startswith(b"pulses:")] == lookalike
+
+    # -- typed messages, identity and idempotency (31-33) ----------------------------
+
+    async def test_a_message_keeps_one_message_id_over_retry_reclaim_dead_letter_and_replay(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        admin = _require_admin(broker)
+        caps = broker.capabilities
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        c2 = await _ready(broker, names.g, "c2", names.s)
+        first = await broker.publish(names.s, b"one life")
+        [m] = await _fetch_n(c1, 1)
+        assert (m.id, m.message_id) == (first, first)
+        await _settle(c1, (m, Retry()))
+        [m] = await _fetch_n(c1, 1)
+        assert m.message_id == first
+        if caps.delayed_retry:
+            await _settle(c1, (m, Retry(after_ms=IDLE_MS)))
+            await harness.advance(PAST_IDLE_MS)
+            [m] = await _fetch_n(c1, 1)
+            assert m.message_id == first
+        if caps.reclaim:
+            await harness.advance(PAST_IDLE_MS)
+            [m] = (await c2.reclaim(IDLE_MS, 10)).envelopes
+            assert m.message_id == first
+        await _settle(c2, (m, DeadLetter("parked")))
+        [record] = await admin.dead_letters(names.s)
+        assert (record.message_id, record.original_id) == (first, m.id)
+        await admin.replay(names.s, [record.id])
+        [replayed] = await _fetch_n(c1, 1)
+        assert replayed.message_id == first
+        assert replayed.deliveries == 1
+        if caps.delayed_publish:
+            ticket = await broker.publish(names.s, b"later", delay_ms=IDLE_MS)
+            await harness.advance(PAST_IDLE_MS)
+            [later] = await _fetch_n(c1, 1)
+            assert later.message_id == ticket != later.id
+
+    async def test_a_publish_with_a_key_used_within_the_window_is_dropped_and_after_it_kept(
+        self, harness: BrokerHarness, broker: Broker[Any], names: _Names
+    ) -> None:
+        c1 = await _ready(broker, names.g, "c1", names.s)
+        first = await broker.publish(names.s, b"one", key="order-1")
+        assert await broker.publish(names.s, b"one again", key="order-1") == first
+        ids = await broker.publish_many(
+            names.s,
+            [b"dup", b"two", b"plain", b"two again"],
+            keys=["order-1", "order-2", None, "order-2"],
+        )
+        assert ids[0] == first
+        assert ids[1] == ids[3] != ids[2]
+        assert [e.payload for e in await _fetch_n(c1, 3)] == [b"one", b"two", b"plain"]
+        await _nothing(c1)
+        # A key belongs to its stream.
+        on_t = await _ready(broker, names.g, "c1", names.t)
+        await broker.publish(names.t, b"elsewhere", key="order-1")
+        assert [e.payload for e in await _fetch_n(on_t, 1)] == [b"elsewhere"]
+        # After the window the key is free again.
+        short = await broker.publish(names.s, b"short", key="k", key_window_ms=IDLE_MS)
+        assert (
+            await broker.publish(names.s, b"short again", key="k", key_window_ms=IDLE_MS) == short
+        )
+        await harness.advance(PAST_IDLE_MS)
+        later = await broker.publish(names.s, b"after", key="k", key_window_ms=IDLE_MS)
+        assert later != short
+        assert [e.payload for e in await _fetch_n(c1, 2)] == [b"short", b"after"]
+        await _nothing(c1)
+        with pytest.raises(ValueError, match="keys for stream"):
+            await broker.publish_many(names.s, [b"a", b"b"], keys=["only one"])
+
+    async def test_a_payload_that_does_not_decode_is_dead_lettered_at_once_without_a_retry(
+        self, broker: Broker[Any], names: _Names
+    ) -> None:
+        admin = _require_admin(broker)
+        points = Stream(names.s, _Point)
+        as_msgpack = Stream(names.s, _Point, codec="msgpack")
+        seen: list[_Point] = []
+
+        class OnPoint(Handler[Broker[Any], _Point]):
+            STREAM = points
+            MAX_DELIVERIES = 3
+
+            async def handle(self, ctx: Context[Broker[Any]], msg: Envelope[_Point]) -> Outcome:
+                seen.append(msg.body)
+                return Ack()
+
+        await points.publish(broker, _Point(x=1))
+        await broker.publish(names.s, b'{"x": "one"}')
+        await broker.publish(names.s, b"\xff not json")
+        await as_msgpack.publish(broker, _Point(x=2))
+        app = App(broker, broker.subscription(names.g), block_ms=50).register(OnPoint())
+        stats = (await run_until_drained(app, timeout=20)).total
+        assert sorted(p.x for p in seen) == [1, 2]
+        assert (stats.undecodable, stats.dead_lettered, stats.retried) == (2, 2, 0)
+        assert (stats.handled, stats.failed) == (2, 0)
+        records = await admin.dead_letters(names.s)
+        assert [(r.payload, r.deliveries) for r in records] == [
+            (b'{"x": "one"}', 1),
+            (b"\xff not json", 1),
+        ]
+        assert "Expected `int`, got `str` - at `$.x`" in records[0].reason
+        assert records[1].reason.startswith("PayloadError: ")
