@@ -1,0 +1,22 @@
+"""One throwaway NATS server per test session; the suite's cases this broker cannot
+pass as written are expected to fail, each with its reason (see test_nats_conformance)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from nats_server import NatsServer, running_nats_server
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    yield from running_nats_server()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        assumed = getattr(item.cls, "SUITE_ASSUMES", {}).get(getattr(item, "originalname", ""))
+        if assumed:
+            raises, reason = assumed
+            item.add_marker(pytest.mark.xfail(strict=True, raises=raises, reason=reason))
