@@ -19,10 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis
 from redis.asyncio import Redis
 
-from pulses import Ack, App, CancellationToken, Context, Envelope, Handler, Outcome
+from bench.app import Small
+from pulses import Ack, App, CancellationToken, Context, Envelope, Handler, Outcome, Stream
 from pulses_memory import MemoryBroker
 from pulses_redis import RedisBroker
 from pulses_redis.testing import redis_url
@@ -30,6 +32,9 @@ from pulses_redis.testing import redis_url
 STREAM = "bench"
 GROUP = "bench"
 PAYLOAD = b"x" * 100
+SMALL = Small(user_id=1234567, email="someone@example.com", plan="pro", active=True)
+SMALL_PAYLOAD = msgspec.json.encode(SMALL)
+"""The typed comparison's payload (74 bytes), handled as bytes and as ``Small``."""
 RESULTS = Path(__file__).parent / "results"
 MAX_IN_FLIGHT = 0
 """The workers' MAX_IN_FLIGHT; 0 leaves the handler's default (``--max-in-flight``)."""
@@ -41,14 +46,14 @@ STALL_S = 30.0
 # -- helpers ------------------------------------------------------------------------
 
 
-def _fill(url: str, n: int, *, group: bool = True) -> None:
+def _fill(url: str, n: int, *, group: bool = True, payload: bytes = PAYLOAD) -> None:
     """A fresh stream of ``n`` no-op messages (Pulses' plain layout) and the group."""
     with redis.Redis.from_url(url) as client:
         client.delete(STREAM)
         for start in range(0, n, 10_000):
             pipe = client.pipeline(transaction=False)
             for _ in range(min(10_000, n - start)):
-                pipe.execute_command("XADD", STREAM, "*", "payload", PAYLOAD)
+                pipe.execute_command("XADD", STREAM, "*", "payload", payload)
             pipe.execute()
         if group:
             client.xgroup_create(STREAM, GROUP, "0", mkstream=True)
@@ -99,11 +104,13 @@ def _env(url: str, report: str, **extra: str) -> dict[str, str]:
 
 
 def _pulses_worker(
-    url: str, n: int, *, processes: int = 1, timeout: float | None = None
+    url: str, n: int, *, processes: int = 1, timeout: float | None = None, typed: bool = False
 ) -> dict[str, Any]:
     """Drain the stream with ``pulses worker bench.app:app``; SIGTERM once drained."""
     with tempfile.TemporaryDirectory(prefix="pulses-bench-") as report:
         extra = {"BENCH_TIMEOUT": str(timeout)} if timeout else {}
+        if typed:
+            extra["BENCH_TYPED"] = "1"
         command = [sys.executable, "-m", "pulses", "worker", "bench.app:app", "-l", "error"]
         command += ["-w", str(processes)] if processes > 1 else []
         process = subprocess.Popen(command, env=_env(url, report, **extra), cwd=ROOT)
@@ -185,6 +192,54 @@ def consume(url: str, n: int, rounds: int, timeout: float | None) -> dict[str, A
         return _raw_consume(url, n)
 
     return _ratio_summary(_alternate(rounds, {"pulses": pulses, "raw": raw}), "pulses", "raw")
+
+
+def typed_consume(url: str, n: int, rounds: int) -> dict[str, Any]:
+    """A handler typed on a small msgspec struct against a bytes handler, same payloads."""
+
+    def typed() -> dict[str, Any]:
+        _fill(url, n, payload=SMALL_PAYLOAD)
+        return _pulses_worker(url, n, typed=True)
+
+    def untyped() -> dict[str, Any]:
+        _fill(url, n, payload=SMALL_PAYLOAD)
+        return _pulses_worker(url, n)
+
+    return _ratio_summary(_alternate(rounds, {"typed": typed, "bytes": untyped}), "typed", "bytes")
+
+
+async def _typed_publish_many(url: str, n: int, rounds: int) -> dict[str, Any]:
+    """``Stream.publish_many`` of ``Small`` values (encoding included) against
+    ``publish_many`` of the same payloads already encoded, in batches of 1000."""
+    broker = RedisBroker.from_url(url)
+    client = Redis.from_url(url)
+    stream = Stream(STREAM, Small)
+    values = [SMALL] * n
+    payloads = [SMALL_PAYLOAD] * n
+    batch = 1_000
+
+    async def typed() -> float:
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            await stream.publish_many(broker, values[i : i + batch])
+        return n / (time.perf_counter() - started)
+
+    async def untyped() -> float:
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            await broker.publish_many(STREAM, payloads[i : i + batch])
+        return n / (time.perf_counter() - started)
+
+    results: dict[str, list[dict[str, Any]]] = {"typed": [], "bytes": []}
+    await untyped()  # connections open, caches warm
+    for _ in range(rounds):
+        for name, run in (("typed", typed), ("bytes", untyped)):
+            await client.delete(STREAM)
+            results[name].append({"rate": await run()})
+    await client.delete(STREAM)
+    await broker.aclose()
+    await client.aclose()
+    return _ratio_summary(results, "typed", "bytes")
 
 
 def scaling(url: str, n: int) -> dict[str, float]:
@@ -386,6 +441,15 @@ def _table(results: dict[str, Any]) -> str:
     ):
         p = results[key]
         rows.append((label, f"{p['ours']:,.0f}/s", f"{p['theirs']:,.0f}/s", f"{p['ratio']:.2f}x"))
+    for key, label in (
+        ("typed_consume", "typed handler (msgspec Struct) vs bytes handler"),
+        ("typed_publish_many", "typed publish_many vs bytes publish_many"),
+    ):
+        if key in results:
+            t = results[key]
+            rows.append(
+                (label, f"{t['ours']:,.0f}/s", f"bytes: {t['theirs']:,.0f}/s", f"{t['ratio']:.2f}x")
+            )
     lat = results["latency"]
     for q in ("p50_ms", "p99_ms"):
         ours, theirs = lat["pulses"][q], lat["raw"][q]
@@ -442,7 +506,9 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also drain a 1M backlog (RSS)")
     parser.add_argument("--latency-rate", type=float, default=200.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
-    parser.add_argument("--only", nargs="*", help="run only these parts (consume, publish, ...)")
+    parser.add_argument(
+        "--only", nargs="*", help="run only these parts (consume, typed, publish, ...)"
+    )
     parser.add_argument("--max-in-flight", type=int, default=0, help="set on the handler")
     parser.add_argument(
         "--results", type=Path, default=RESULTS, help="directory for the JSON [bench/results]"
@@ -450,7 +516,9 @@ def main() -> None:
     args = parser.parse_args()
     global MAX_IN_FLIGHT
     MAX_IN_FLIGHT = args.max_in_flight
-    parts = set(args.only or ["consume", "publish", "latency", "scaling", "memory", "backlog"])
+    parts = set(
+        args.only or ["consume", "typed", "publish", "latency", "scaling", "memory", "backlog"]
+    )
     results: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         try:
@@ -471,6 +539,13 @@ def main() -> None:
             results["consume"] = consume(url, args.n, args.rounds, None)
             _say("consume with TIMEOUT=30 on the handler")
             results["consume_timeout"] = consume(url, args.n, args.rounds, 30.0)
+        if "typed" in parts:
+            _say(f"typed: {args.n:,} messages of a small struct, typed vs bytes handler")
+            results["typed_consume"] = typed_consume(url, args.n, args.rounds)
+            _say("typed: Stream.publish_many vs bytes publish_many")
+            results["typed_publish_many"] = asyncio.run(
+                _typed_publish_many(url, args.n, 3 * args.rounds)
+            )
         if "publish" in parts:
             _say("publish")
             results.update(asyncio.run(_publish_rates(url, args.n, 2_000, 3 * args.rounds)))

@@ -4,7 +4,8 @@ Configured by environment, since the CLI imports it in every worker process:
 ``BENCH_URL``, ``BENCH_STREAM``, ``BENCH_TIMEOUT`` (seconds; unset: no TIMEOUT),
 ``BENCH_MAX_IN_FLIGHT`` (unset: the default),
 ``BENCH_LATENCY=1`` (record publish→handle-start latencies from the payload's
-timestamp) and ``BENCH_REPORT`` (a directory where each process writes ``<pid>.json``
+timestamp), ``BENCH_TYPED=1`` (a handler typed on ``Small``, whose payloads msgspec
+decodes before it runs) and ``BENCH_REPORT`` (a directory where each process writes ``<pid>.json``
 when it stops). The handler does nothing; the consumer is the real ``RedisConsumer``,
 wrapped once per batch to note when the first fetch started and the last settle ended.
 """
@@ -18,10 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
+
 from pulses import Ack, App, Consumer, Context, Envelope, Handler, Outcome
 from pulses_redis import RedisBroker, RedisSubscription
 
-__all__ = ["app"]
+__all__ = ["Small", "app"]
+
+
+class Small(msgspec.Struct):
+    """The typed benchmark's payload: a small event of a few fields."""
+
+    user_id: int
+    email: str
+    plan: str
+    active: bool
+
 
 _ACK = Ack()
 
@@ -109,6 +122,14 @@ class NoOp(Handler[RedisBroker]):
         return _ACK
 
 
+class Typed(Handler[RedisBroker, Small]):
+    STREAMS: ClassVar[tuple[str, ...]] = NoOp.STREAMS
+    MAX_IN_FLIGHT: ClassVar[int | None] = NoOp.MAX_IN_FLIGHT
+
+    async def handle(self, ctx: Context[RedisBroker], msg: Envelope[Small]) -> Outcome:
+        return _ACK
+
+
 class Latency(NoOp):
     async def handle(self, ctx: Context[RedisBroker], msg: Envelope) -> Outcome:
         REPORT.latencies_ns.append(time.monotonic_ns() - int(msg.payload[:20]))
@@ -117,5 +138,9 @@ class Latency(NoOp):
 
 broker = _TimedBroker.from_url(os.environ.get("BENCH_URL", "redis://127.0.0.1:6379/0"))
 app = App(broker, broker.subscription("bench")).register(
-    Latency() if os.environ.get("BENCH_LATENCY") else NoOp()
+    Latency()
+    if os.environ.get("BENCH_LATENCY")
+    else Typed()
+    if os.environ.get("BENCH_TYPED")
+    else NoOp()
 )
