@@ -4,6 +4,8 @@ handler's payload type checked against its stream's where the class is defined."
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -106,6 +108,13 @@ def test_a_stream_is_its_name_and_records_its_codec_only_when_not_json() -> None
     assert repr(points) == "Stream('points', Point, codec='msgpack')"
     assert encode_fields(b"p", codec="json") == [b"payload", b"p"]
     assert encode_fields(b"p", codec="msgpack") == [b"payload", b"p", b"pulses:codec", b"msgpack"]
+
+
+def test_a_stream_survives_copy_and_pickle_as_a_stream() -> None:
+    points = Stream("points", Point, codec="msgpack")
+    for again in (copy.deepcopy(points), pickle.loads(pickle.dumps(points))):
+        assert (again, again.payload_type, again.codec) == ("points", Point, "msgpack")
+        assert isinstance(again, Stream)
 
 
 def test_a_handler_whose_stream_carries_another_type_is_refused_at_its_definition() -> None:

@@ -205,3 +205,12 @@ class Stream(str, Generic[T]):
     def __repr__(self) -> str:
         tp = getattr(self.payload_type, "__qualname__", repr(self.payload_type))
         return f"Stream({self.name!r}, {tp}, codec={self.codec!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A str subclass is copied and pickled through str's reduction, which calls
+        # Stream(name) alone; dataclasses.asdict deep-copies, and would fail.
+        return (_rebuild, (self.name, self.payload_type, self.codec))
+
+
+def _rebuild(name: str, payload_type: Any, codec: Codec) -> Stream[Any]:
+    return Stream(name, payload_type, codec=codec)
