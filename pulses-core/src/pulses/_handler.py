@@ -45,6 +45,8 @@ class Handler(ABC, Generic[B_contra, T]):
 
     STREAMS: ClassVar[tuple[str, ...]]
     """The streams this handler consumes; one App has one handler per stream."""
+    # Not a ClassVar: a ClassVar cannot hold a type variable, and as a plain attribute
+    # mypy checks a subclass's ``STREAM = ...`` against Stream[T] with T filled in.
     STREAM: Stream[T]
     """Instead of STREAMS: the one typed stream this handler consumes."""
     PAYLOAD_TYPE: ClassVar[Any] = bytes
@@ -53,7 +55,7 @@ class Handler(ABC, Generic[B_contra, T]):
     """How many ``handle()`` calls run at once."""
     MAX_IN_FLIGHT: ClassVar[int | None] = None
     """Messages fetched but not yet settled, at most. ``None``: a window that follows the
-    handler's pace, from 2 * WORKERS up to 1000 holding about 50 ms of work, so a fast
+    handler's pace, from WORKERS up to 1000 holding about 50 ms of work, so a fast
     handler reads big batches and a slow one hoards nothing its neighbours could run."""
     MAX_DELIVERIES: ClassVar[int] = 5
     """After this many failed deliveries a message is dead-lettered: the fifth failure of

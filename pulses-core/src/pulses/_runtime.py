@@ -246,13 +246,17 @@ class _HandlerRun:
         self.policy = RetryPolicy(
             handler.MAX_DELIVERIES, handler.RETRY_BACKOFF_MS, handler.RETRY_BACKOFF_MAX_MS
         )
-        floor = 2 * handler.WORKERS
+        floor = handler.WORKERS
         self.max_in_flight = handler.MAX_IN_FLIGHT or max(DEFAULT_MAX_IN_FLIGHT, floor)
-        # MAX_IN_FLIGHT unset: a window between 2 * WORKERS and the default that follows
-        # what the handler gets through (see adapt); set: exactly that bound.
+        # MAX_IN_FLIGHT unset: a window between WORKERS and the default that follows what
+        # the handler gets through (see adapt); set: exactly that bound. A slow handler
+        # holds little beyond what runs: all that a killed process held is run again one
+        # by one (suspects run alone), so what it held is what recovery costs.
         self.adaptive = handler.MAX_IN_FLIGHT is None
         self.floor = floor
         self.window = floor if self.adaptive else self.max_in_flight
+        self.target = self.max_in_flight
+        """The window the last measured rate asks for; doubling never goes past it."""
         self.dry = False
         """A worker found the queue empty since the last fetch: prefetch more."""
         self.rate_at = 0.0
@@ -333,12 +337,15 @@ class _HandlerRun:
         hoard slow jobs that its neighbours could be running."""
         if self.dry:
             self.dry = False
-            self.window = min(self.max_in_flight, self.window * 2)
+            # Capped by the measured need: a slow handler's workers wait a round trip
+            # for their next message rather than hoard. A fast one's target is far above
+            # its window (about window * 50 ms / round trip), so it still ramps up.
+            self.window = min(self.max_in_flight, self.window * 2, max(self.floor, self.target))
         elapsed = now - self.rate_at
         if elapsed >= _RATE_EVERY:
             handled = self.stats.handled
-            target = int((handled - self.rate_handled) / elapsed * PREFETCH_HORIZON)
-            self.window = max(self.floor, min(self.window, target))
+            self.target = int((handled - self.rate_handled) / elapsed * PREFETCH_HORIZON)
+            self.window = max(self.floor, min(self.window, self.target))
             self.rate_at, self.rate_handled = now, handled
 
     def admit(self, envelopes: Sequence[Envelope]) -> None:
@@ -521,7 +528,8 @@ class _HandlerRun:
             else:
                 if self.stopping:
                     return
-                self.dry = True
+                # Idle while a suspect runs alone says nothing of the window's size.
+                self.dry = not self.isolation.held
                 self.wake_fetcher.set()  # a fetcher waiting for the queue to run dry
                 self.work_ready.clear()
                 await self.work_ready.wait()
