@@ -34,6 +34,8 @@ from pulses import (
     run_until_drained,
 )
 
+pytest_plugins = ["nats_fixtures"]
+
 ACK_WAIT_MS = 600
 PAST_ACK_WAIT_S = 2 * ACK_WAIT_MS / 1000
 

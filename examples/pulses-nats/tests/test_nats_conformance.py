@@ -19,6 +19,8 @@ from nats_server import NatsServer
 from pulses import Unsupported
 from pulses.testing.conformance import BrokerConformance
 
+pytest_plugins = ["nats_fixtures"]
+
 _RECLAIM = (
     "calls Consumer.reclaim whatever the capabilities say, expecting nothing to take over; "
     "a broker with reclaim=False refuses it (Unsupported), as "

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from nats_server import PASSWORD, NatsServer
 
+pytest_plugins = ["nats_fixtures"]
+
 REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "examples" / "quickstart.py"
 

@@ -1,5 +1,7 @@
-"""One throwaway NATS server per test session; the suite's cases this broker cannot
-pass as written are expected to fail, each with its reason (see test_nats_conformance)."""
+"""A pytest plugin for these tests (``pytest_plugins = ["nats_fixtures"]``; no conftest.py,
+whose name the repository's tests/ has taken): one throwaway NATS server per session, and
+the suite's cases this broker cannot pass as written expected to fail, each with its
+error and reason (see test_nats_conformance)."""
 
 from __future__ import annotations
 
