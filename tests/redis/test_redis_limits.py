@@ -55,7 +55,9 @@ async def test_a_dead_letter_of_an_entry_with_5000_fields_is_recorded_and_replay
     assert (record.payload, record.reason, record.original_id) == (b"big", "too big", env.id)
     assert len(await broker.replay(stream)) == 1
     [again] = await fetch_n(consumer, 1)
-    assert (list(again.raw), again.deliveries) == (BIG, 1)
+    # Whole, and with the message id it keeps for life appended.
+    assert (list(again.raw), again.deliveries) == ([*BIG, b"pulses:id", env.id.encode()], 1)
+    assert again.message_id == env.id
 
 
 async def test_a_retry_or_dead_letter_that_fails_leaves_the_message_pending(
