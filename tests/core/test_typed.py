@@ -7,7 +7,7 @@ import asyncio
 import copy
 import pickle
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Generic, TypedDict, TypeVar
 
 import msgspec
 import pydantic
@@ -32,6 +32,8 @@ from pulses import (
 )
 from pulses._typed import decoder_for, encoder_for
 from pulses_memory import MemoryBroker
+
+P = TypeVar("P")
 
 
 class Point(msgspec.Struct):
@@ -152,9 +154,20 @@ def test_the_payload_type_is_read_from_the_class_and_defaults_to_bytes() -> None
     class Inherited(Typed):
         pass
 
+    class Base(Handler[Broker[Any], P], Generic[P]):
+        STREAMS = ("generic",)
+
+        async def handle(self, ctx: Context[Broker[Any]], msg: Envelope[P]) -> Outcome:
+            return Ack()
+
+    class Filled(Base[Refund]):
+        pass
+
     assert Typed.PAYLOAD_TYPE is Point
     assert Plain.PAYLOAD_TYPE is bytes
     assert Inherited.PAYLOAD_TYPE is Point
+    assert Base.PAYLOAD_TYPE is bytes
+    assert Filled.PAYLOAD_TYPE is Refund
     assert Typed.STREAMS == ("points",)
 
 

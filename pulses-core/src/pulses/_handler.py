@@ -100,13 +100,22 @@ class Handler(ABC, Generic[B_contra, T]):
 
 
 def _declared_payload_type(cls: type) -> Any:
-    """The T of the nearest ``Handler[B, T]`` among ``cls``'s own bases, or None."""
+    """The T of ``Handler[B, T]`` as ``cls``'s own bases fill it in, through generic
+    subclasses too (``class Base(Handler[B, P])`` then ``class X(Base[R, Signup])``);
+    None when they leave it unset. A T still open is remembered for the subclasses."""
     for base in cls.__dict__.get("__orig_bases__", ()):
         origin = get_origin(base)
-        if isinstance(origin, type) and issubclass(origin, Handler):
-            args = get_args(base)
-            if len(args) == 2 and not isinstance(args[1], TypeVar):
-                return args[1]
+        if not (isinstance(origin, type) and issubclass(origin, Handler)):
+            continue
+        param = T if origin is Handler else origin.__dict__.get("_PAYLOAD_PARAM")
+        parameters = getattr(origin, "__parameters__", ())
+        if param is None or param not in parameters:
+            continue
+        arg = get_args(base)[parameters.index(param)]
+        if isinstance(arg, TypeVar):
+            type.__setattr__(cls, "_PAYLOAD_PARAM", arg)
+            return None
+        return arg
     return None
 
 
