@@ -131,6 +131,7 @@ class NatsConsumer:
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._turn = 0
         self._ensured = False
+        self._refused = False
         self._closed = False
 
     @property
@@ -206,34 +207,42 @@ class NatsConsumer:
                 return
             source.open = 0  # 404 no messages, 408 expired, 409 refused: the pull is over
             if status == "409":
-                logger.warning(
-                    "%s: the server refused a pull: %s", self._what("fetch"), msg.headers
-                )
+                self._refused = True
+                logger.debug("%s: the server refused a pull: %s", self._what("fetch"), msg.headers)
         self._changed.set()
 
     async def fetch(self, max_count: int, block_ms: int) -> Sequence[Envelope]:
         self._check_open("fetch")
         if not self._ensured:
             raise BrokerError(f"cannot {self._what('fetch')}: call ensure() first")
+        if self._refused:
+            # The server refused a pull (409: its consumer deleted, say): make sure the
+            # group is there again, like a Redis NOGROUP.
+            self._refused = False
+            await self.ensure()
         if max_count <= 0:
             return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_ms / 1000
-        got = self._take(max_count)
+        # Every fetch starts at the next stream, so that none starves.
+        turn = self._turn
+        self._turn = (turn + 1) % len(self._pairs)
+        got = self._take(max_count, turn)
         if len(got) < max_count:
-            await self._pull_now(max_count - len(got))
-            got += self._take(max_count - len(got))
+            await self._pull_now(max_count - len(got), turn)
+            got += self._take(max_count - len(got), turn)
         while not got:
             left = deadline - loop.time()
             if left < _MIN_WAIT_S:
                 break
+            self._changed.clear()  # before pulling: what arrives from now on wakes us
             # One message per source wakes us: whatever else comes is kept for the next
             # fetch, which is at most one message per source besides max_count.
             for source in self._sources():
                 if not source.open:
                     await self._pull(source, 1, left)
             await self._wait(left)
-            got = self._take(max_count)
+            got = self._take(max_count, turn)
         return await self._envelopes(got)
 
     def _sources(self) -> list[_Source]:
@@ -256,27 +265,30 @@ class NatsConsumer:
                 reply=source.inbox,
             )
 
-    async def _pull_now(self, count: int) -> None:
-        """Ask every idle source for what it has now, a fair share each, and wait until
-        all have answered."""
+    async def _pull_now(self, count: int, start: int) -> None:
+        """Ask every idle source for what it has now, a fair share each (from stream
+        ``start`` on), and wait until all have answered."""
         pairs = self._pairs
-        start = self._turn % len(pairs)
         asked: list[_Source] = []
+        left = count
         for i in range(len(pairs)):
-            share = -(-count // (len(pairs) - i))
+            share = -(-left // (len(pairs) - i))
+            left -= share
             for source in pairs[(start + i) % len(pairs)]:
                 if not source.open and share > 0:
                     await self._pull(source, share, None)
                     asked.append(source)
-        while any(s.open for s in asked):
+        while True:
+            self._changed.clear()
             now = time.monotonic()
+            if not any(s.open for s in asked):
+                return
             late = [s for s in asked if s.open and s.open_until <= now]
             if late:
                 # The stream or its consumer is gone (a pull to nothing gets no answer):
                 # create them again for the next fetch, like a Redis NOGROUP.
                 for source in late:
                     source.open = 0
-                self._ensured = False
                 await self.ensure()
                 raise BrokerError(
                     f"cannot {self._what('fetch')}: no answer from "
@@ -285,7 +297,7 @@ class NatsConsumer:
             await self._wait(min(s.open_until for s in asked if s.open) - now)
 
     async def _wait(self, seconds: float) -> None:
-        self._changed.clear()
+        """Until a message or a pull's end arrives (since the caller cleared the event)."""
         try:
             await asyncio.wait_for(self._changed.wait(), max(seconds, _MIN_WAIT_S))
         except TimeoutError:
@@ -294,12 +306,10 @@ class NatsConsumer:
                 if source.open and source.open_until <= now:
                     source.open = 0  # its end was lost (a reconnect): ask again next time
 
-    def _take(self, count: int) -> list[Msg]:
-        """Up to ``count`` buffered messages, one stream at a time in turn, starting at
-        the next stream on every call so that none starves; a replay before the stream."""
+    def _take(self, count: int, start: int) -> list[Msg]:
+        """Up to ``count`` buffered messages, one stream at a time in turn from stream
+        ``start`` on; a stream's replays before its own messages."""
         pairs = self._pairs
-        start = self._turn
-        self._turn = (start + 1) % len(pairs)
         out: list[Msg] = []
         while len(out) < count:
             before = len(out)
@@ -409,9 +419,7 @@ class NatsConsumer:
         unsent = {id(e) for e, _ in failed}
         applied = [(e, o, d) for e, o, d in todo if id(e) not in unsent]
         try:
-            for envelope, outcome, _ in applied:
-                await self._wire.send(envelope.source, _reply(outcome), what)
-            await self._wire.flush(what)
+            await self._wire.confirmed([(e.source, _reply(o)) for e, o, _ in applied], what)
         except BrokerError as exc:
             raise SettleError(
                 f"cannot {what}: {exc}", [*bad, *[(e, o) for e, o, _ in todo]]
@@ -523,9 +531,7 @@ class NatsConsumer:
             ],
             what,
         )
-        for envelope, _ in own:
-            await self._wire.send(envelope.source, b"-NAK", what)
-        await self._wire.flush(what)
+        await self._wire.confirmed([(e.source, b"-NAK") for e, _ in own], what)
 
     async def heartbeat(self, ttl_ms: int) -> None:
         self._check_open("heartbeat")

@@ -77,6 +77,17 @@ class Wire:
     ) -> list[dict[str, Any]]:
         """Publish to JetStream subjects in order, then await every acknowledgement;
         raise on the first refusal or after REPLY_TIMEOUT."""
+        return [_checked(reply, what) for reply in await self._requests(messages, what)]
+
+    async def confirmed(self, messages: Sequence[tuple[str, bytes]], what: str) -> None:
+        """Send acks, naks and terms to messages' reply subjects and wait until the server
+        has applied each (it answers an ack that asks for an answer once it is done)."""
+        await self._requests([(subject, data, None) for subject, data in messages], what)
+
+    async def _requests(
+        self, messages: Sequence[tuple[str, bytes, Mapping[str, str] | None]], what: str
+    ) -> list[Msg]:
+        """Send requests in order, in one go, and await every answer."""
         loop = asyncio.get_running_loop()
         tokens: list[str] = []
         futures: list[asyncio.Future[Msg]] = []
@@ -94,11 +105,10 @@ class Wire:
                         reply=f"{self._inbox}.{token}",
                         headers=dict(headers) if headers else None,
                     )
-                replies = await asyncio.wait_for(asyncio.gather(*futures), REPLY_TIMEOUT)
+                return await asyncio.wait_for(asyncio.gather(*futures), REPLY_TIMEOUT)
         finally:
             for token in tokens:
                 self._waiting.pop(token, None)
-        return [_checked(reply, what) for reply in replies]
 
     async def send(self, subject: str, data: bytes, what: str) -> None:
         """A plain publish (acks, naks and the like go to a message's reply subject)."""
