@@ -23,6 +23,7 @@ from pulses import (
     Ack,
     App,
     Broker,
+    ConnectionLost,
     Context,
     DeadLetter,
     Drop,
@@ -132,6 +133,7 @@ async def test_settled_messages_never_come_back_and_are_counted(
     assert [(r.payload, r.reason, r.group) for r in await broker.dead_letters(names.s)] == [
         (b"dead", "bad", names.g)
     ]
+    assert names.s in await broker.streams()
 
 
 async def test_a_retry_waits_its_delay_goes_to_its_group_alone_and_is_no_suspect(
@@ -239,6 +241,34 @@ async def test_a_restarted_consumer_gets_its_messages_back_only_after_the_ack_wa
     back += await fetch_n(restarted, 1)
     assert sorted(e.id for e in back) == sorted(ids)
     assert all(e.deliveries == 2 and e.suspect for e in back)
+
+
+async def test_a_fetch_that_fails_leaves_what_it_took_for_the_next_one(
+    broker: NatsBroker, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c1 = await ready(broker, names.g, "c1", names.s)
+    await broker.publish(names.s, b"held")
+    await fetch_n(c1, 1)  # ... and c1 dies
+    c2 = await ready(broker, names.g, "c2", names.s)
+    book = broker._book
+    real = book.marks
+
+    async def lost(*args: Any) -> Any:
+        monkeypatch.setattr(book, "marks", real)
+        raise ConnectionLost("the reply was lost")
+
+    monkeypatch.setattr(book, "marks", lost)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5 * PAST_ACK_WAIT_S
+
+    async def fetch_until_it_fails() -> None:
+        while loop.time() < deadline:
+            await c2.fetch(10, 200)
+
+    with pytest.raises(ConnectionLost):  # the redelivery arrives, its mark lookup fails
+        await fetch_until_it_fails()
+    [again] = await c2.fetch(10, 0)
+    assert (again.deliveries, again.suspect) == (2, True)
 
 
 class Crashes(Handler[Broker[Any]]):

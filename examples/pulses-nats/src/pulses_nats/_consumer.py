@@ -243,7 +243,15 @@ class NatsConsumer:
                     await self._pull(source, 1, left)
             await self._wait(left)
             got = self._take(max_count, turn)
-        return await self._envelopes(got)
+        try:
+            return await self._envelopes(got)
+        except BaseException:
+            # Ours all the same: the next fetch hands them out, with unchanged counts.
+            for msg in reversed(got):
+                ack = parse_ack_subject(msg.reply)
+                if ack is not None:
+                    self._by_js[ack.stream].buffer.appendleft(msg)
+            raise
 
     def _sources(self) -> list[_Source]:
         return [s for pair in self._pairs for s in pair]
@@ -338,10 +346,12 @@ class NatsConsumer:
         many deliveries count and whether the previous one was abandoned."""
         acks = [(m, parse_ack_subject(m.reply)) for m in msgs]
         again = [(m, a) for m, a in acks if a is not None and a.delivered > 1]
-        found = await self._book.marks(
-            [self._mark_subject(a.stream, a.sequence) for _, a in again], self._what(operation)
-        )
-        marks = {m.reply: mark for (m, _), mark in zip(again, found, strict=True)}
+        marks: dict[str, Mark | None] = {}
+        if again:  # first deliveries, the most of them, need no look-up
+            found = await self._book.marks(
+                [self._mark_subject(a.stream, a.sequence) for _, a in again], self._what(operation)
+            )
+            marks = {m.reply: mark for (m, _), mark in zip(again, found, strict=True)}
         return [self._envelope(m, a, marks.get(m.reply)) for m, a in acks if a is not None]
 
     def _envelope(self, msg: Msg, ack: AckSubject, mark: Mark | None) -> Envelope:
