@@ -41,7 +41,7 @@ from pulses import (
     redact_url,
 )
 from pulses_nats._book import Book
-from pulses_nats._consumer import NatsConsumer, decode_headers
+from pulses_nats._consumer import NatsConsumer, str_map
 from pulses_nats._keys import LONGEST_WINDOW_MS, Keys
 from pulses_nats._layout import (
     CODEC_HEADER,
@@ -682,7 +682,7 @@ def _record(names: Names, message: dict[str, Any]) -> DeadLetterRecord:
         original_id=str(fields.get("original_id", "")),
         stream=names.stream,
         payload=base64.b64decode(message.get("data") or ""),
-        headers=decode_headers(json.dumps(fields.get("headers", {}))),
+        headers=str_map(fields.get("headers")),
         reason=str(fields.get("reason", "")),
         deliveries=deliveries if isinstance(deliveries, int) else 0,
         handler=str(fields.get("handler", "")),

@@ -48,7 +48,7 @@ from pulses_nats._wire import REPLY_TIMEOUT, Wire, mapped
 if TYPE_CHECKING:
     from pulses_nats._broker import NatsBroker
 
-__all__ = ["NatsConsumer", "decode_headers", "raw_fields"]
+__all__ = ["NatsConsumer", "decode_headers", "raw_fields", "str_map"]
 
 logger = logging.getLogger("pulses_nats")
 
@@ -618,13 +618,17 @@ def decode_headers(value: str | None) -> dict[str, str]:
     if not value:
         return _NO_HEADERS
     try:
-        decoded = json.loads(value)
+        return str_map(json.loads(value))
     except ValueError:
         return _NO_HEADERS
-    if isinstance(decoded, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()
+
+
+def str_map(value: object) -> dict[str, str]:
+    """``value`` if it is a dict of str to str, else no headers."""
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        return decoded
+        return value
     return _NO_HEADERS
 
 
