@@ -16,7 +16,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,53 @@ _USER = "pulses"
 _READY_WITHIN_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
 class NatsServer:
-    port: int
-    version: str
+    """A running server: its port, its version, and a restart on the same store."""
+
+    def __init__(self, binary: str, version: str, workdir: Path) -> None:
+        self.version = version
+        self.port = _free_port()
+        self._command = [binary, "-c", str(workdir / "nats.conf")]
+        self._log = workdir / "nats.log"
+        (workdir / "nats.conf").write_text(
+            f"listen: 127.0.0.1:{self.port}\n"
+            "max_payload: 8MB\n"
+            f'authorization {{ user: "{_USER}", password: "{PASSWORD}" }}\n'
+            f'jetstream {{ store_dir: "{workdir}/store" }}\n'
+        )
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{_USER}:{PASSWORD}@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self._log.open("w") as out:
+            self._process = process = subprocess.Popen(  # noqa: S603  (our own arguments)
+                self._command, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + _READY_WITHIN_S
+        while "Server is ready" not in self._log.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nats-server did not start:\n{self._log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop it by its pid: gracefully, then by force."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
 
 def _free_port() -> int:
@@ -62,30 +100,9 @@ def running_nats_server() -> Iterator[NatsServer]:
         [binary, "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="pulses-nats-") as tmp:
-        port = _free_port()
-        config = Path(tmp, "nats.conf")
-        config.write_text(
-            f"listen: 127.0.0.1:{port}\n"
-            "max_payload: 8MB\n"
-            f'authorization {{ user: "{_USER}", password: "{PASSWORD}" }}\n'
-            f'jetstream {{ store_dir: "{tmp}/store" }}\n'
-        )
-        log = Path(tmp, "nats.log")
-        with log.open("w") as out:
-            process = subprocess.Popen(  # noqa: S603  (our own arguments)
-                [binary, "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
-            )
+        server = NatsServer(binary, version, Path(tmp))
+        server.start()
         try:
-            deadline = time.monotonic() + _READY_WITHIN_S
-            while "Server is ready" not in log.read_text():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nats-server did not start:\n{log.read_text()}")
-                time.sleep(0.02)
-            yield NatsServer(port, version)
+            yield server
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            server.stop()

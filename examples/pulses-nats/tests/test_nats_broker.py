@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from nats_harness import NatsHarness
-from nats_server import PASSWORD, NatsServer
+from nats_server import PASSWORD, NatsServer, running_nats_server
 from pulses_nats import NatsBroker, NatsConsumer, parse_nats_url
 
 import pulses
@@ -23,6 +23,7 @@ from pulses import (
     Ack,
     App,
     Broker,
+    CancellationToken,
     ConnectionLost,
     Context,
     DeadLetter,
@@ -31,6 +32,7 @@ from pulses import (
     Handler,
     InvalidURL,
     Outcome,
+    PulsesError,
     Retry,
     run_until_drained,
 )
@@ -303,6 +305,58 @@ async def test_the_runtime_dead_letters_a_message_that_died_max_deliveries_times
     [record] = await broker.dead_letters(names.s)
     assert (record.original_id, record.deliveries) == (entry, 4)
     assert "never finished" in record.reason
+
+
+@pytest.fixture
+def own_server() -> Iterator[NatsServer]:
+    """A server of the test's own, which it may restart."""
+    yield from running_nats_server()
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_keeps_working_across_a_server_restart(own_server: NatsServer) -> None:
+    stream = f"restart-{uuid.uuid4().hex[:8]}"
+    seen: set[bytes] = set()
+
+    class Records(Handler[Broker[Any]]):
+        STREAMS = (stream,)
+        WORKERS = 4
+
+        async def handle(self, ctx: Context[Broker[Any]], msg: Envelope) -> Outcome:
+            seen.add(msg.payload)
+            return Ack()
+
+    async def until(count: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while len(seen) < count:
+            assert loop.time() < deadline, f"{len(seen)} of {count} handled"
+            await asyncio.sleep(0.02)
+
+    async def publish(broker: Broker[Any], payloads: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:  # the producer retries while the server comes back
+            try:
+                await broker.publish_many(stream, payloads)
+                return
+            except PulsesError:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.1)
+
+    async with await NatsBroker.connect(own_server.url) as broker:
+        token = CancellationToken()
+        app = App(broker, broker.subscription("g"), block_ms=200).register(Records())
+        run = asyncio.create_task(app.run(token))
+        await publish(broker, [f"before-{i}".encode() for i in range(50)])
+        await until(50)
+        own_server.restart()
+        await publish(broker, [f"after-{i}".encode() for i in range(50)])
+        await until(100)
+        token.cancel()
+        stats = (await run).total
+    assert (stats.acked, stats.failed, stats.unsettled) == (stats.handled, 0, 0)
+    assert len(seen) == 100
 
 
 def test_urls_are_checked_and_never_show_the_password() -> None:
