@@ -10,6 +10,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, assert_never
 
 from nats.aio.msg import Msg
@@ -56,7 +57,7 @@ SETTLED_MEMORY = 10_000
 """Deliveries remembered as settled, so settling one again is a no-op that counts
 nothing twice (the server acknowledges a repeated ack as if it were the first)."""
 _MIN_WAIT_S = 0.005
-_NO_HEADERS: dict[str, str] = {}
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(eq=False, slots=True)
@@ -613,7 +614,7 @@ def raw_fields(data: bytes, headers: Mapping[str, str]) -> list[bytes]:
     return raw
 
 
-def decode_headers(value: str | None) -> dict[str, str]:
+def decode_headers(value: str | None) -> Mapping[str, str]:
     """Pulses headers from their NATS header; anything unreadable is no headers."""
     if not value:
         return _NO_HEADERS
@@ -623,7 +624,7 @@ def decode_headers(value: str | None) -> dict[str, str]:
         return _NO_HEADERS
 
 
-def str_map(value: object) -> dict[str, str]:
+def str_map(value: object) -> Mapping[str, str]:
     """``value`` if it is a dict of str to str, else no headers."""
     if isinstance(value, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
