@@ -17,7 +17,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 PACKAGES = ["-e", "./pulses-core", "-e", "./pulses-memory", "-e", "./pulses-redis"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs", "faults"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "faults", "nats"]
 nox.options.error_on_missing_interpreters = os.environ.get("CI", "").lower() in {"1", "true"}
 nox.options.reuse_venv = "yes"
 
@@ -66,6 +66,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the three packages, the tests, the examples and the benchmark."""
     _install(session, "typecheck")
+    session.install("-e", "./examples/pulses-nats")  # mypy covers examples/, which imports nats
     session.run(
         "mypy",
         "pulses-core/src",
@@ -99,3 +100,13 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- --full`` also drains a 1M backlog."""
     _install(session, "test")
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session(python="3.11")
+def nats(session: nox.Session) -> None:
+    """The third-party example broker on NATS JetStream: its tests, with the shipped
+    conformance suite, against a nats-server -js they start (CI requires one)."""
+    _install(session, "test")
+    session.install("-e", "./examples/pulses-nats")
+    session.run("mypy", "examples/pulses-nats/src")
+    session.run("pytest", "examples/pulses-nats/tests", *session.posargs)
