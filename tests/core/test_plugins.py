@@ -113,3 +113,27 @@ def test_the_default_manager_knows_the_installed_brokers() -> None:
     registry = scheme_registry(pulses.plugin_manager())
     assert {"memory", "redis", "rediss", "unix"} <= set(registry.factories)
     assert registry.owners["memory"] == "memory"
+
+
+def test_a_plugin_that_fails_to_import_costs_only_its_own_schemes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.metadata
+
+    from pulses import _plugins
+
+    installed = list(entry_points(group="pulses"))
+    broken = importlib.metadata.EntryPoint("broken", "no_such_module_for_pulses", "pulses")
+
+    def with_broken(*, group: str) -> list[importlib.metadata.EntryPoint]:
+        assert group == "pulses"
+        return [*installed, broken]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", with_broken)
+    monkeypatch.setattr(_plugins, "_broken", {})
+    registry = scheme_registry(pulses.plugin_manager())
+    assert {"memory", "redis"} <= set(registry.factories)
+    assert "'broken'" in caplog.text
+    assert "no_such_module_for_pulses" in caplog.text
+    with pytest.raises(UnknownScheme, match="plugin 'broken' failed to import: ModuleNotFound"):
+        registry.factory("broken://127.0.0.1")

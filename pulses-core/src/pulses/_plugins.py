@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, cast
@@ -15,6 +17,8 @@ from pulses._hookspecs import BrokerFactory
 from pulses._urls import url_scheme
 
 __all__ = ["SchemeRegistry", "connect", "plugin_manager", "scheme_registry"]
+
+logger = logging.getLogger("pulses")
 
 ENTRY_POINT_GROUP = "pulses"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")  # RFC 3986 §3.1
@@ -35,9 +39,34 @@ def plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(_hookspecs.PROJECT)
     pm.add_hookspecs(_hookspecs)
     if load_entrypoints:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        _load_entrypoints(pm)
     pm.check_pending()  # a misspelt hook in any plugin is an error, not silence
     return pm
+
+
+_broken: dict[str, str] = {}
+"""Installed plugins that failed to import: name → the error, for UnknownScheme."""
+
+
+def _load_entrypoints(pm: pluggy.PluginManager) -> None:
+    """Register every installed plugin. One that fails to import costs its own schemes,
+    not everyone's: it is logged and named when its scheme is asked for."""
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+            continue
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:
+            _broken[entry_point.name] = f"{type(exc).__name__}: {exc}"
+            logger.warning(
+                "broker plugin %r (%s) failed to import, its schemes are unavailable: %s: %s",
+                entry_point.name,
+                entry_point.value,
+                type(exc).__name__,
+                exc,
+            )
+            continue
+        pm.register(plugin, name=entry_point.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +84,11 @@ class SchemeRegistry:
             installed = ", ".join(sorted(self.factories)) or "none"
             package = _KNOWN_PACKAGES.get(scheme)
             hint = f" (pip install {package})" if package else ""
+            broken = "".join(
+                f"; plugin {name!r} failed to import: {error}" for name, error in _broken.items()
+            )
             raise UnknownScheme(
-                f"no broker for {scheme + '://'!r}; installed: {installed}{hint}"
+                f"no broker for {scheme + '://'!r}; installed: {installed}{hint}{broken}"
             ) from None
 
 
