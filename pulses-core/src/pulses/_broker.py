@@ -76,6 +76,26 @@ class Capabilities:
     """Consumers say they are alive (``Consumer.heartbeat``), and ``reclaim`` takes over
     the messages of a consumer whose heartbeat lapsed without waiting for ``min_idle_ms``.
     Without it, a dead consumer's messages wait for the idle time."""
+    lease_ms: int | None = None
+    """Set by a broker whose server delivers an unsettled message again by itself: the
+    lease (ack wait) in milliseconds after which a fetched message that was neither
+    settled nor extended comes back through ``fetch``, to any consumer of the group, as
+    a suspect with one more delivery. Such a broker keeps one lease per message, not a
+    pending list per consumer name, and has nothing to reclaim (``reclaim`` is False):
+    the runtime runs no reclaim loop and extends leases every third of ``lease_ms``.
+    None (the default): unsettled messages stay with their consumer until reclaimed."""
+
+    def __post_init__(self) -> None:
+        lease = self.lease_ms
+        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, int)):
+            raise TypeError(f"Capabilities.lease_ms must be an int or None, got {lease!r}")
+        if lease is not None and lease <= 0:
+            raise ValueError(f"Capabilities.lease_ms must be positive, got {lease}")
+        if lease is not None and self.reclaim:
+            raise ValueError(
+                "Capabilities: a broker whose server redelivers by itself (lease_ms) has "
+                "nothing to reclaim; declare reclaim=False"
+            )
 
 
 @dataclass(frozen=True, slots=True)

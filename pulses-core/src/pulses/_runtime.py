@@ -575,6 +575,7 @@ class _HandlerRun:
                 env.message_id,
                 env.stream,
                 env.deliveries,
+                extra=_about(name, env),
             )
         elif isinstance(result, BaseException):
             reason = f"{type(result).__name__}: {result}"
@@ -585,6 +586,7 @@ class _HandlerRun:
                 env.stream,
                 env.deliveries,
                 exc_info=result,
+                extra=_about(name, env),
             )
         else:
             reason = (
@@ -597,6 +599,7 @@ class _HandlerRun:
                 result,
                 env.message_id,
                 env.stream,
+                extra=_about(name, env),
             )
         return self.policy.on_failure(env.deliveries, reason)
 
@@ -639,6 +642,8 @@ class _HandlerRun:
             else:
                 counter = _COUNTER[type(outcome)]
                 setattr(stats, counter, getattr(stats, counter) + 1)
+                if type(outcome) is DeadLetter:
+                    self.dead_lettered(env, outcome)
         stats.acked += acked
         if self.held_suspects:
             self.settled_suspects([env for env, _ in settled if env in self.held_suspects])
@@ -646,6 +651,21 @@ class _HandlerRun:
             self.slots_freed()
             if self.isolation.held:  # a suspect anywhere in the app may start now
                 self.isolation.changed()
+
+    def dead_lettered(self, env: Envelope, outcome: DeadLetter) -> None:
+        """One line per dead letter, logged once the broker has stored it: a line logged
+        before could name a message that, its settle failing until shutdown, stays
+        pending and is handled again."""
+        name = self.handler.name
+        logger.warning(
+            "handler %s dead-lettered message %s of %s after %d deliveries: %s",
+            name,
+            env.message_id,
+            env.stream,
+            env.deliveries,
+            outcome.reason or "(no reason given)",
+            extra={**_about(name, env), "reason": outcome.reason},
+        )
 
     def settled_suspects(self, envelopes: Sequence[Envelope]) -> None:
         """Give suspects that were settled or released back to Isolation."""
@@ -691,7 +711,9 @@ class _HandlerRun:
 
     async def lease_loop(self) -> None:
         streak = _Streak("lease extension", self.outage)
-        lease_s = self.config.lease_interval_ms / 1000
+        # A server that redelivers by itself holds its own lease: renew within a third of it.
+        lease_ms = self.caps.lease_ms
+        lease_s = (max(1, lease_ms // 3) if lease_ms else self.config.lease_interval_ms) / 1000
         tick = min(lease_s, self.timeout / 4) if self.timeout else lease_s
         next_extend = self.now() + lease_s
         token = self.keepers_token
@@ -833,6 +855,16 @@ class _HandlerRun:
             self.stats.unsettled += len(unstarted)
             return
         self.stats.released += len(unstarted)
+
+
+def _about(handler: str, env: Envelope) -> dict[str, object]:
+    """The fields of a log record about one message, for structured (JSON) logs."""
+    return {
+        "handler": handler,
+        "stream": env.stream,
+        "message_id": env.message_id,
+        "deliveries": env.deliveries,
+    }
 
 
 async def _finish(task: asyncio.Task[None], grace: float) -> None:
