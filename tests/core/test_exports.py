@@ -6,16 +6,17 @@ def test_public_names_are_pinned() -> None:
     # A change here is a change of the public API: deliberate, and in the changelog.
     assert sorted(pulses.__all__) == [
         "Ack", "App", "Broker", "BrokerClosed", "BrokerError", "BrokerFactory",
-        "CancellationToken", "Capabilities", "Clock", "Codec", "ConfigurationError",
+        "CallHandle", "CallPublish", "CallSettle", "CancellationToken", "Capabilities", "Clock", "Codec", "ConfigurationError",
         "ConnectionLost", "Consumer", "ConsumerInfo", "Context", "DEFAULT_KEY_WINDOW_MS",
         "DeadLetter", "DeadLetterRecord", "Drop",
         "Envelope", "GroupStats", "Handler", "HandlerStats", "HandlerTimeout", "InvalidName",
-        "InvalidURL",
-        "Outcome", "PayloadError", "PluginConflict", "PulsesError", "Reclaimed", "Register",
+        "InvalidURL", "Middleware",
+        "Outcome", "PayloadError", "PluginConflict", "Publishing", "PulsesError", "Reclaimed", "Register",
         "Retry", "RunStats", "SettleError", "Stream", "StreamAdmin", "StreamStats",
         "Subscription", "UnknownScheme", "Unsupported", "check_codec", "check_keys",
         "check_name", "check_publish", "check_streams", "check_window", "connect",
-        "decode_fields", "encode_fields", "hookimpl", "message_id_of", "plugin_manager",
+        "decode_fields", "encode_fields", "hookimpl", "message_id_of", "observe_publishes",
+        "plugin_manager",
         "redact_url",
         "redelivery_fields", "run_until_drained", "wake",
     ]  # fmt: skip

@@ -35,6 +35,14 @@ from pulses._errors import (
 )
 from pulses._handler import Context, Handler
 from pulses._hookspecs import BrokerFactory, Register, hookimpl
+from pulses._middleware import (
+    CallHandle,
+    CallPublish,
+    CallSettle,
+    Middleware,
+    Publishing,
+    observe_publishes,
+)
 from pulses._idempotency import DEFAULT_KEY_WINDOW_MS, check_codec, check_keys, check_window
 from pulses._names import check_name, check_streams
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
@@ -50,6 +58,9 @@ __all__ = [
     "Ack",
     "App",
     "Broker",
+    "CallHandle",
+    "CallPublish",
+    "CallSettle",
     "BrokerClosed",
     "BrokerError",
     "BrokerFactory",
@@ -72,9 +83,11 @@ __all__ = [
     "HandlerTimeout",
     "InvalidName",
     "InvalidURL",
+    "Middleware",
     "Outcome",
     "PayloadError",
     "PluginConflict",
+    "Publishing",
     "PulsesError",
     "Reclaimed",
     "Register",
@@ -98,6 +111,7 @@ __all__ = [
     "encode_fields",
     "hookimpl",
     "message_id_of",
+    "observe_publishes",
     "plugin_manager",
     "redact_url",
     "redelivery_fields",

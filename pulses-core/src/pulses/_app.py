@@ -14,6 +14,7 @@ from pulses._cancel import CancellationToken
 from pulses._clock import Clock, MonotonicClock
 from pulses._errors import ConfigurationError
 from pulses._handler import Context, Handler
+from pulses._middleware import Middleware, observe_publishes
 from pulses._names import check_name
 from pulses._runtime import Isolation, RuntimeConfig, run_handler
 from pulses._stats import RunStats
@@ -46,6 +47,8 @@ class App(Generic[B]):
     ``block_ms`` is how long one fetch waits for new messages; a shutdown waits for
     the fetch under way (at most that long) so that what it brings is released, not
     stranded in the pending list.
+    ``middleware`` runs around every ``handle`` call, settle batch and publish of the
+    app, the first in the list outermost (``pulses.Middleware``).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class App(Generic[B]):
         reclaim_interval_ms: int | None = None,
         shutdown_timeout: float = 25.0,
         clock: Clock | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         errors = [
             *_positive_int("App", "claim_idle_ms", claim_idle_ms),
@@ -68,8 +72,15 @@ class App(Generic[B]):
         if reclaim_interval_ms is not None:
             errors += _positive_int("App", "reclaim_interval_ms", reclaim_interval_ms)
         errors += _seconds("App", "shutdown_timeout", shutdown_timeout, allow_zero=True)
+        errors += [
+            f"App.middleware: {mw!r} is not a pulses.Middleware instance (did you pass the class?)"
+            for mw in middleware
+            if not _is_middleware(mw)
+        ]
         if errors:
             raise ConfigurationError("invalid app settings:\n  " + "\n  ".join(errors))
+        self._middleware = tuple(middleware)
+        observe_publishes(broker, *middleware)
         self._broker = broker
         self._subscription = subscription
         # Without liveness only idle times tell a dead consumer: look at half of that.
@@ -129,6 +140,7 @@ class App(Generic[B]):
             shutdown_timeout=(
                 config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
             ),
+            middleware=self._middleware,
         )
         # Handlers typed for this app's broker are moved to another: that is the point,
         # and a handler uses its context's broker only through the Broker protocol.
@@ -196,10 +208,20 @@ class App(Generic[B]):
                 self._subscription, handler.STREAMS, handler=handler.name
             )
             handler_token = token.child()
-            ctx: Context[B] = Context(self._broker, handler_token, handler)
+            ctx: Context[B] = Context(
+                self._broker, handler_token, handler, group=self._subscription.group
+            )
             runs.append(
                 run_handler(
-                    handler, consumer, ctx, handler_token, caps, self._config, token, isolation
+                    handler,
+                    consumer,
+                    ctx,
+                    handler_token,
+                    caps,
+                    self._config,
+                    token,
+                    isolation,
+                    self._middleware,
                 )
             )
         results = await asyncio.gather(*runs)
@@ -247,6 +269,10 @@ def _seconds(owner: str, name: str, value: object, *, allow_zero: bool) -> list[
 
 def _is_handler(value: object) -> bool:
     return isinstance(value, Handler)
+
+
+def _is_middleware(value: object) -> bool:
+    return isinstance(value, Middleware)
 
 
 def _check_handler(handler: object, broker: Broker[Any]) -> list[str]:

@@ -14,6 +14,7 @@ from pulses._cancel import CancellationToken
 from pulses._envelope import Envelope
 from pulses._errors import ConfigurationError
 from pulses._idempotency import DEFAULT_KEY_WINDOW_MS
+from pulses._middleware import publish_through
 from pulses._outcome import Outcome
 from pulses._typed import Stream
 
@@ -122,7 +123,7 @@ def _declared_payload_type(cls: type) -> Any:
 class Context(Generic[B_co]):
     """What a handler gets besides the message; one per handler for the app's whole run."""
 
-    __slots__ = ("_broker", "_handler", "_logger", "_token")
+    __slots__ = ("_broker", "_group", "_handler", "_logger", "_token")
 
     def __init__(
         self,
@@ -130,10 +131,13 @@ class Context(Generic[B_co]):
         token: CancellationToken,
         handler: Handler[Any],
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+        *,
+        group: str = "",
     ) -> None:
         self._broker = broker
         self._token = token
         self._handler = handler
+        self._group = group
         self._logger = logger or logging.getLogger(f"pulses.handler.{handler.name}")
 
     @property
@@ -148,6 +152,11 @@ class Context(Generic[B_co]):
     @property
     def handler(self) -> Handler[Any]:
         return self._handler
+
+    @property
+    def group(self) -> str:
+        """The consumer group the handler consumes in."""
+        return self._group
 
     @property
     def logger(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -165,11 +174,18 @@ class Context(Generic[B_co]):
     ) -> str:
         """Publish through the app's broker; see ``Broker.publish``. Typed values go
         through their stream: ``await signups.publish(ctx.broker, value)``."""
-        return await self._broker.publish(
-            stream,
-            payload,
-            headers=headers,
-            delay_ms=delay_ms,
-            key=key,
-            key_window_ms=key_window_ms,
-        )
+        broker = self._broker
+
+        async def send(headers: Mapping[str, str] | None) -> list[str]:
+            return [
+                await broker.publish(
+                    stream,
+                    payload,
+                    headers=headers,
+                    delay_ms=delay_ms,
+                    key=key,
+                    key_window_ms=key_window_ms,
+                )
+            ]
+
+        return (await publish_through(broker, stream, headers, 1, send))[0]

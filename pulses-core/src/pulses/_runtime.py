@@ -41,6 +41,7 @@ from pulses._clock import Clock, MonotonicClock, wake
 from pulses._envelope import Envelope
 from pulses._errors import HandlerTimeout, SettleError
 from pulses._handler import Context, Handler
+from pulses._middleware import Middleware, chain_handle, chain_settle
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses._policy import RetryPolicy, jittered_backoff
 from pulses._stats import HandlerStats
@@ -233,10 +234,14 @@ class _HandlerRun:
         config: RuntimeConfig,
         app_token: CancellationToken,
         isolation: Isolation,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self.app_token = app_token
         self.handler = handler
         self.consumer = consumer
+        # Composed once: with no middleware these are handle and settle themselves.
+        self.handle = chain_handle(handler.handle, middleware)
+        self.settle = chain_settle(consumer.settle, ctx, middleware)
         self.ctx = ctx
         self.handler_token = handler_token
         self.caps = capabilities
@@ -516,7 +521,7 @@ class _HandlerRun:
     # -- workers ------------------------------------------------------------------
 
     async def work(self, worker: _Worker) -> None:
-        queue, handle, ctx = self.queue, self.handler.handle, self.ctx
+        queue, handle, ctx = self.queue, self.handle, self.ctx
         to_settle, settle_ready, stats = self.to_settle, self.settle_ready, self.stats
         clock, timed = self.now, self.timeout is not None
         while True:
@@ -618,7 +623,7 @@ class _HandlerRun:
             batch = self.to_settle[:]
             self.to_settle.clear()
             try:
-                await self.consumer.settle(batch)
+                await self.settle(batch)
             except Exception as exc:
                 # A SettleError says which items failed and that the rest were applied;
                 # anything else may have applied none, and settling again is harmless.
@@ -894,12 +899,21 @@ async def run_handler(
     config: RuntimeConfig,
     app_token: CancellationToken,
     isolation: Isolation,
+    middleware: Sequence[Middleware] = (),
 ) -> HandlerStats:
     """Run one handler until ``app_token`` fires, then shut it down; return its counters.
 
     ``isolation`` is shared by every handler of one app (suspects run alone app-wide).
     """
     run = _HandlerRun(
-        handler, consumer, ctx, handler_token, capabilities, config, app_token, isolation
+        handler,
+        consumer,
+        ctx,
+        handler_token,
+        capabilities,
+        config,
+        app_token,
+        isolation,
+        middleware,
     )
     return await run.run()

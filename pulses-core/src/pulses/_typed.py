@@ -24,6 +24,7 @@ from typing_extensions import TypeVar
 from pulses._broker import Broker
 from pulses._errors import ConfigurationError
 from pulses._idempotency import DEFAULT_KEY_WINDOW_MS
+from pulses._middleware import publish_through
 from pulses._names import check_name
 
 __all__ = ["CODECS", "Codec", "Decode", "PayloadError", "Stream", "decoder_for", "encoder_for"]
@@ -172,15 +173,22 @@ class Stream(str, Generic[T]):
     ) -> str:
         """Publish ``value`` on any broker; return its message id. ``key``: a second
         message with the same key within ``key_window_ms`` is dropped (``Broker.publish``)."""
-        return await broker.publish(
-            self.name,
-            self._encode(value),
-            headers=headers,
-            delay_ms=delay_ms,
-            key=key,
-            key_window_ms=key_window_ms,
-            codec=self.codec,
-        )
+        payload = self._encode(value)
+
+        async def send(headers: Mapping[str, str] | None) -> list[str]:
+            return [
+                await broker.publish(
+                    self.name,
+                    payload,
+                    headers=headers,
+                    delay_ms=delay_ms,
+                    key=key,
+                    key_window_ms=key_window_ms,
+                    codec=self.codec,
+                )
+            ]
+
+        return (await publish_through(broker, self.name, headers, 1, send))[0]
 
     async def publish_many(
         self,
@@ -193,14 +201,19 @@ class Stream(str, Generic[T]):
     ) -> list[str]:
         """Publish many values in one round trip; return their message ids in order."""
         encode = self._encode
-        return await broker.publish_many(
-            self.name,
-            [encode(value) for value in values],
-            headers=headers,
-            keys=keys,
-            key_window_ms=key_window_ms,
-            codec=self.codec,
-        )
+        payloads = [encode(value) for value in values]
+
+        async def send(headers: Mapping[str, str] | None) -> list[str]:
+            return await broker.publish_many(
+                self.name,
+                payloads,
+                headers=headers,
+                keys=keys,
+                key_window_ms=key_window_ms,
+                codec=self.codec,
+            )
+
+        return await publish_through(broker, self.name, headers, len(payloads), send)
 
     def __repr__(self) -> str:
         tp = getattr(self.payload_type, "__qualname__", repr(self.payload_type))
