@@ -1,19 +1,34 @@
-"""What the runtime logs about messages: one WARNING line per dead letter, with its fields."""
+"""What the runtime logs: one WARNING line per dead letter, with its fields; a broker that
+cannot be reached at start, at once and then every 30 seconds until it can."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
 
-from pulses import Ack, App, ConnectionLost, Context, DeadLetter, Envelope, Handler, Outcome, Retry
+from pulses import (
+    Ack,
+    App,
+    CancellationToken,
+    ConnectionLost,
+    Context,
+    DeadLetter,
+    Envelope,
+    Handler,
+    Outcome,
+    Retry,
+)
+from pulses._runtime import REMIND_EVERY
 from pulses.broker import Consumer
 from pulses.testing import run_until_drained
-from pulses_memory import MemoryBroker
+from pulses_memory import ManualClock, MemoryBroker
 
 
 @pytest.fixture
@@ -173,3 +188,89 @@ async def test_the_line_is_logged_once_after_the_dead_letter_is_stored(
     settle_failure = next(r for r in caplog.records if "settle failed" in r.getMessage())
     # The settle failed first: the dead-letter line comes after it, not before.
     assert caplog.records.index(settle_failure) < caplog.records.index(dead_letter_lines(caplog)[0])
+
+
+class DownAtStart(MemoryBroker):
+    """A broker that refuses to create groups while ``down``, as an unreachable one would."""
+
+    down: ClassVar[bool] = True
+
+    def consumer(self, subscription: Any, streams: Sequence[str], *, handler: str) -> Any:
+        return Unreachable(super().consumer(subscription, streams, handler=handler))
+
+
+class Unreachable:
+    def __init__(self, inner: Consumer) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def ensure(self) -> None:
+        if DownAtStart.down:
+            raise ConnectionLost("connecting to 127.0.0.1:6379: Connection refused")
+        await self.inner.ensure()
+
+
+async def advance(clock: ManualClock, ms: int, steps: int) -> None:
+    """Move ``clock`` by ``ms`` ``steps`` times, letting every task run in between."""
+    for _ in range(steps):
+        clock.advance(ms)
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+
+def test_the_reminder_interval_users_get_is_30_seconds() -> None:
+    assert REMIND_EVERY == 30.0
+
+
+async def test_a_broker_unreachable_at_start_is_reported_at_once_then_every_30s(
+    stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Count(Handler[Any]):
+        STREAMS = (stream,)
+
+        async def handle(self, ctx: Context[Any], msg: Envelope) -> Outcome:
+            return Ack()
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    clock = ManualClock()
+    DownAtStart.down = True
+    async with DownAtStart(clock=clock) as broker:
+        app = App(broker, broker.subscription("g"), clock=clock).register(Count())
+        token = CancellationToken()
+        with caplog.at_level(logging.WARNING, "pulses.runtime"):
+            run = asyncio.create_task(app.run(token))
+            await wait_for(lambda: len(warnings()) == 1)
+            assert warnings() == [
+                "handler Count: creating the consumer group failed, retrying with backoff: "
+                "ConnectionLost: connecting to 127.0.0.1:6379: Connection refused"
+            ]
+            await advance(clock, 250, 4 * 95)  # 95 seconds of a broker that stays down
+            reminders = warnings()[1:]
+            assert len(reminders) == 3, reminders
+            for n, line in enumerate(reminders, 1):
+                found = re.fullmatch(
+                    r"handler Count: creating the consumer group still failing for (\d+)s "
+                    r"\(\d+ attempts\), retrying: ConnectionLost: .*Connection refused",
+                    line,
+                )
+                assert found is not None, line
+                # On the 30 s grid, late by at most one backoff (5 s), never drifting.
+                assert 30 * n <= int(found[1]) <= 30 * n + 5, reminders
+            DownAtStart.down = False
+            await advance(clock, 250, 4 * 6)
+            await wait_for(lambda: "works again" in warnings()[-1])
+            assert len(warnings()) == 5
+            token.cancel()
+            await run
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109  (a deadline for the whole wait)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.005)

@@ -121,11 +121,16 @@ class _Outage:
                 exc,
             )
         elif self.failing and now - self.reminded >= REMIND_EVERY:
-            self.reminded = now
+            # On the REMIND_EVERY grid from the start, not from the last reminder: the
+            # backoff between attempts must not make the reminders drift apart.
+            self.reminded = now - (now - self.reminded) % REMIND_EVERY
+            since = "" if self.since is None else f" for {now - self.since:.0f}s"
             logger.warning(
-                "handler %s: %s still failing, retrying: %s: %s",
+                "handler %s: %s still failing%s (%d attempts), retrying: %s: %s",
                 self.handler,
                 ", ".join(self.failing),
+                since,
+                sum(self.failing.values()),
                 type(exc).__name__,
                 exc,
             )
