@@ -6,18 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import pytest
+import pytest_asyncio
 
 from pulses import Broker
-from pulses.testing.conformance import BrokerConformance
+from pulses.testing.conformance import BrokerConformance, BrokerHarness
 from pulses_memory import ManualClock, MemoryBroker
 from pulses_memory.testing import add_foreign, delete_entry
 
 
-class MemoryHarness:
+class MemoryHarness(BrokerHarness):
     """Every ``connect`` is another handle on one broker's data; time is the broker's."""
 
-    secret = None
+    any_fields = True
 
     def __init__(self, clock: ManualClock | None) -> None:
         self.name = "memory-manual-clock" if clock else "memory-real-time"
@@ -51,7 +51,7 @@ class MemoryHarness:
 
 
 class TestMemoryOnManualClock(BrokerConformance):
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def harness(self) -> AsyncIterator[MemoryHarness]:
         harness = MemoryHarness(ManualClock())
         yield harness
@@ -59,7 +59,7 @@ class TestMemoryOnManualClock(BrokerConformance):
 
 
 class TestMemoryOnRealTime(BrokerConformance):
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def harness(self) -> AsyncIterator[MemoryHarness]:
         harness = MemoryHarness(None)
         yield harness

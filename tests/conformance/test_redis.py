@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import fakeredis
 import pytest
+import pytest_asyncio
 
 from pulses import Broker
-from pulses.testing.conformance import BrokerConformance
+from pulses.testing.conformance import BrokerConformance, BrokerHarness
 from pulses_redis import RedisBroker
 from pulses_redis._scripts import command
 
 _SECRET = "conformance-pw-7d1f"
 
 
-class _RedisHarness:
+class _RedisHarness(BrokerHarness):
     """Shared by both harnesses: raw entries and deletions behind the broker's back."""
 
-    name: str
-    secret: str | None = None
-
-    async def advance(self, ms: int) -> None:
-        await asyncio.sleep(ms / 1000)
+    any_fields = True
 
     async def add_foreign(
         self, broker: Broker[Any], stream: str, fields: Sequence[tuple[bytes, bytes]]
@@ -69,9 +65,6 @@ class RealRedisHarness(_RedisHarness):
     async def connect(self) -> Broker[Any]:
         return await RedisBroker.connect(self._url)
 
-    async def aclose(self) -> None:
-        pass
-
 
 class FakeRedisHarness(_RedisHarness):
     """fakeredis with Lua: every ``connect`` is another client of one FakeServer."""
@@ -85,13 +78,10 @@ class FakeRedisHarness(_RedisHarness):
         client = fakeredis.FakeAsyncRedis(server=self._server, protocol=2)
         return RedisBroker(client, url="redis://fakeredis/0")
 
-    async def aclose(self) -> None:
-        pass
-
 
 @pytest.mark.redis
 class TestRedis(BrokerConformance):
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def harness(self, redis_url: str) -> AsyncIterator[RealRedisHarness]:
         harness = RealRedisHarness(redis_url)
         await harness.setup()
@@ -100,7 +90,7 @@ class TestRedis(BrokerConformance):
 
 
 class TestFakeRedis(BrokerConformance):
-    @pytest.fixture
+    @pytest_asyncio.fixture
     async def harness(self) -> AsyncIterator[FakeRedisHarness]:
         harness = FakeRedisHarness()
         yield harness
