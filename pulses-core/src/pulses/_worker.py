@@ -7,15 +7,17 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pulses._app import App
+from pulses._broker import StreamAdmin
 from pulses._cancel import CancellationToken
 from pulses._drain import run_until_drained
 from pulses._stats import RunStats
 from pulses._supervisor import SUPERVISOR_ENV
 
-__all__ = ["BURST_GRACE", "EXIT_FORCED", "check", "serve"]
+__all__ = ["BURST_GRACE", "EXIT_FORCED", "CheckResult", "check", "serve"]
 
 logger = logging.getLogger("pulses.worker")
 
@@ -83,19 +85,41 @@ async def _watch_supervisor(supervisor: int, on_signal: Callable[[signal.Signals
     on_signal(signal.SIGTERM)
 
 
-async def check(app: App[Any]) -> list[str]:
-    """Problems that would keep the app from working: an unreachable broker, a group that
-    cannot be created. Creating a missing group is what a starting worker does anyway."""
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What ``pulses worker --check`` found."""
+
+    problems: list[str]
+    """What keeps the app from working: an unreachable broker, a stream it cannot read."""
+    groups_missing: list[str]
+    """Streams where the app's group does not exist yet: no problem, a starting worker
+    creates it."""
+    read: bool
+    """Whether the broker was asked at all: one without an admin facet offers no
+    read-only call, and is not touched."""
+
+
+async def check(app: App[Any]) -> CheckResult:
+    """Whether the app's broker answers and its streams can be read, without changing
+    anything: no group, stream or key is created. A probe runs this every few seconds
+    beside live workers; one that created groups would also create them from a
+    misconfigured deployment, on streams nobody meant."""
     problems: list[str] = []
+    missing: list[str] = []
+    broker = app.broker
+    group = app.subscription.group
+    admin = broker if broker.capabilities.admin and isinstance(broker, StreamAdmin) else None
     try:
-        for handler in app.handlers:
-            consumer = app.broker.consumer(app.subscription, handler.STREAMS, handler=handler.name)
-            try:
-                await consumer.ensure()
-            except Exception as exc:
-                problems.append(f"{handler.name}: {type(exc).__name__}: {exc}")
-            finally:
-                await consumer.aclose()
+        if admin is not None:
+            for handler in app.handlers:
+                for stream in handler.STREAMS:
+                    try:
+                        stats = await admin.stats(stream)
+                    except Exception as exc:
+                        problems.append(f"{handler.name}: {type(exc).__name__}: {exc}")
+                        break  # one line per handler: a broker that is down fails them all
+                    if all(g.group != group for g in stats.groups):
+                        missing.append(stream)
     finally:
-        await app.broker.aclose()
-    return problems
+        await broker.aclose()
+    return CheckResult(problems, missing, read=admin is not None)

@@ -15,15 +15,16 @@ import contextlib
 import dataclasses
 import json
 import logging
-import logging.config
 import os
 import pkgutil
 import re
+import shutil
 import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
@@ -31,10 +32,12 @@ from click.core import ParameterSource
 
 import pulses
 from pulses._app import App
-from pulses._broker import Broker, DeadLetterRecord, StreamAdmin, StreamStats
+from pulses._broker import Broker, DeadLetterRecord, StreamAdmin, StreamStats, TrimStats
 from pulses._errors import BrokerError, ConfigurationError, PulsesError
+from pulses._logging import LOG_FORMATS, configure_logging, logs_json
+from pulses._middleware import Middleware
 from pulses._plugins import ENTRY_POINT_GROUP
-from pulses._supervisor import supervise
+from pulses._supervisor import METRICS_DIR_ENV, supervise
 from pulses._urls import redact_url
 from pulses._worker import BURST_GRACE, check, serve
 
@@ -62,8 +65,13 @@ class Failed(click.ClickException):
     exit_code = EXIT["failed"]
 
     def show(self, file: IO[Any] | None = None) -> None:
+        verbose = logging.getLogger("pulses").isEnabledFor(logging.DEBUG)
+        if file is None and logs_json():  # every line on stderr one JSON object
+            cause = self.__cause__ if verbose else None
+            logger.error("pulses: error: %s", self.format_message(), exc_info=cause)
+            return
         click.echo(f"pulses: error: {self.format_message()}", file=file, err=file is None)
-        if self.__cause__ is not None and logging.getLogger("pulses").isEnabledFor(logging.DEBUG):
+        if self.__cause__ is not None and verbose:
             traceback.print_exception(self.__cause__, file=file or sys.stderr)
 
 
@@ -96,38 +104,6 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except (PulsesError, OSError) as exc:
         raise _failure(exc) from exc
-
-
-def _configure_logging(level: int) -> None:
-    """Log to stderr, each line with its process id (``-w`` runs several processes).
-
-    A host that configured logging before (a program that embeds this command, a test
-    runner) keeps its handlers; only the level of Pulses' loggers is set then. An app
-    module that configures logging when imported, after this, has the last word.
-    """
-    if logging.getLogger().handlers:
-        logging.getLogger("pulses").setLevel(level)
-        return
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {
-                "pulses": {
-                    "format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
-                }
-            },
-            "handlers": {
-                "stderr": {
-                    "class": "logging.StreamHandler",
-                    "formatter": "pulses",
-                    "stream": "ext://sys.stderr",
-                }
-            },
-            "root": {"level": level, "handlers": ["stderr"]},
-        }
-    )
-    logging.captureWarnings(True)  # warnings too get the pid, and go where the logs go
 
 
 def _color() -> bool | None:
@@ -211,11 +187,58 @@ def _log_broker(app: App[Any], url: str | None, source: ParameterSource | None) 
     )
 
 
-async def _prepared(app: App[Any], url: str | None, shutdown_timeout: float | None) -> App[Any]:
-    if url is None and shutdown_timeout is None:
+async def _prepared(
+    app: App[Any],
+    url: str | None,
+    shutdown_timeout: float | None,
+    middleware: Sequence[Middleware] = (),
+) -> App[Any]:
+    if url is None and shutdown_timeout is None and not middleware:
         return app
     broker = await pulses.connect(url) if url is not None else app.broker
-    return app.using(broker, shutdown_timeout=shutdown_timeout)
+    return app.using(broker, shutdown_timeout=shutdown_timeout, middleware=middleware)
+
+
+def _require_prometheus() -> None:
+    try:
+        import prometheus_client  # noqa: F401  (only whether it is installed)
+    except ImportError as exc:
+        raise BadConfiguration(
+            "--metrics-port needs prometheus-client: pip install 'pulses-core[prometheus]'"
+        ) from exc
+
+
+def _metrics_failed(port: int, exc: OSError) -> Failed:
+    return Failed(f"cannot serve metrics on port {port}: {exc.strerror or exc}")
+
+
+async def _serve_with_metrics(app: App[Any], port: int, burst: bool) -> int:
+    """``serve`` with ``/metrics`` on ``port``; under a ``-w`` supervisor, on a loopback
+    port that the supervisor reads (``_metrics_group``)."""
+    from prometheus_client import CollectorRegistry  # the optional extra: imported late
+
+    from pulses._metrics_group import serve_child, start_server
+    from pulses.prometheus import Metrics
+
+    metrics = Metrics()
+    prepared = app.using(app.broker, middleware=[metrics])
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics.collector(prepared))
+    directory = os.environ.get(METRICS_DIR_ENV)
+    try:
+        if directory:
+            server = serve_child(registry, Path(directory))
+        else:
+            server = start_server(registry, port)
+            logger.info("metrics at http://0.0.0.0:%d/metrics", server.server_port)
+    except OSError as exc:
+        await prepared.broker.aclose()
+        raise _metrics_failed(port, exc) from exc
+    try:
+        return await serve(prepared, burst=burst)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @main.command()
@@ -255,7 +278,10 @@ async def _prepared(app: App[Any], url: str | None, shutdown_timeout: float | No
     is_flag=True,
     envvar="PULSES_CHECK",
     show_envvar=True,
-    help="Exit 0 if the broker and the app's groups are reachable, else 1.",
+    help=(
+        "Exit 0 if the broker answers and the app's streams can be read, else 1. Read-only "
+        "(it creates no group or stream): fit for a readiness or liveness probe."
+    ),
 )
 @click.option(
     "--shutdown-timeout",
@@ -266,6 +292,18 @@ async def _prepared(app: App[Any], url: str | None, shutdown_timeout: float | No
     help="Seconds running handlers get to finish after the first signal [default: the app's, 25].",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    envvar="PULSES_METRICS_PORT",
+    show_envvar=True,
+    metavar="PORT",
+    help=(
+        "Serve Prometheus metrics at http://0.0.0.0:PORT/metrics (needs pulses-core"
+        "[prometheus]); with --workers, one endpoint for all the processes."
+    ),
+)
+@click.option(
     "-l",
     "--log-level",
     default="info",
@@ -273,6 +311,16 @@ async def _prepared(app: App[Any], url: str | None, shutdown_timeout: float | No
     show_envvar=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     show_default=True,
+)
+@click.option(
+    "--log-format",
+    default="text",
+    envvar="PULSES_LOG_FORMAT",
+    show_envvar=True,
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    show_default=True,
+    help="json: one JSON object per line (ts, level, logger, message, pid, and fields "
+    "such as handler, stream, message_id, deliveries, reason, exception).",
 )
 @click.option(
     "-v",
@@ -291,7 +339,9 @@ def worker(
     burst: bool,
     check_only: bool,
     shutdown_timeout: float | None,
+    metrics_port: int | None,
     log_level: str,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Run the App at MODULE:APP until SIGTERM or SIGINT.
@@ -300,7 +350,11 @@ def worker(
     running handlers get --shutdown-timeout seconds. A second signal stops at once;
     unfinished messages stay pending and are taken over elsewhere.
     """
-    _configure_logging(logging.DEBUG if verbose else getattr(logging, log_level.upper()))
+    configure_logging(
+        logging.DEBUG if verbose else getattr(logging, log_level.upper()), log_format.lower()
+    )
+    if metrics_port is not None and not check_only:
+        _require_prometheus()
     app = _load_app(app_spec)
     _log_broker(app, url, ctx.get_parameter_source("url"))
     if processes > 1 and not check_only:
@@ -313,7 +367,7 @@ def worker(
                 f"{processes} cannot share its work; use one process or a broker such as "
                 "redis://",
             )
-        child = ["worker", app_spec, "--log-level", log_level]
+        child = ["worker", app_spec, "--log-level", log_level, "--log-format", log_format]
         if url is not None:  # by environment, not argv: a password in argv shows in ps
             os.environ["PULSES_URL"] = url
         if shutdown_timeout is not None:
@@ -321,17 +375,47 @@ def worker(
         child += ["--burst"] if burst else []
         child += ["--verbose"] if verbose else []
         os.environ.pop("PULSES_WORKERS", None)  # each child is one process
-        ctx.exit(supervise(child, processes))
+        if metrics_port is None:
+            ctx.exit(supervise(child, processes))
+        # One endpoint for the group: the children serve on loopback ports, summed here.
+        os.environ.pop("PULSES_METRICS_PORT", None)
+        from pulses._metrics_group import serve_group  # imports the optional extra
+
+        try:
+            server, directory = serve_group(metrics_port)
+        except OSError as exc:
+            raise _metrics_failed(metrics_port, exc) from exc
+        logger.info(
+            "metrics of the %d processes at http://0.0.0.0:%d/metrics", processes, metrics_port
+        )
+        try:
+            code = supervise([*child, "--metrics-port", "0"], processes, directory)
+        finally:
+            server.shutdown()
+            server.server_close()
+            shutil.rmtree(directory, ignore_errors=True)
+        ctx.exit(code)
 
     async def go() -> int:  # connects in the loop that serves: a client is bound to its loop
         prepared = await _prepared(app, url, shutdown_timeout)
         if check_only:
-            problems = await check(prepared)
-            for problem in problems:
-                click.echo(f"pulses: check: {problem}", err=True)
-            if not problems:
-                click.echo(f"ok: {prepared.broker.url}, group {prepared.subscription.group!r}")
-            return EXIT["failed"] if problems else EXIT["ok"]
+            found = await check(prepared)
+            for problem in found.problems:
+                if logs_json():
+                    logger.error("pulses: check: %s", problem)
+                else:
+                    click.echo(f"pulses: check: {problem}", err=True)
+            if found.problems:
+                return EXIT["failed"]
+            line = f"ok: {prepared.broker.url}, group {prepared.subscription.group!r}"
+            if not found.read:
+                line += "; the broker has no admin facet to ask: not contacted"
+            if found.groups_missing:
+                line += f"; the group is not created yet on {', '.join(found.groups_missing)}"
+            click.echo(line)
+            return EXIT["ok"]
+        if metrics_port is not None:
+            return await _serve_with_metrics(prepared, metrics_port, burst)
         return await serve(prepared, burst=burst)
 
     ctx.exit(_run(go()))
@@ -548,6 +632,7 @@ def _render(stats: StreamStats) -> str:
         click.style(f"stream {stats.stream}", bold=True)
         + f"  length {stats.length}  delayed {stats.delayed}  dead letters {stats.dead_letters}"
     ]
+    lines.append(_trimmed(stats.trimmed))
     for g in stats.groups:
         lines.append(
             f"  group {g.group}  pending {g.pending}  lag {g.lag}  delayed retries {g.delayed}"
@@ -562,6 +647,22 @@ def _render(stats: StreamStats) -> str:
     if not stats.groups:
         lines.append("  no consumer groups")
     return "\n".join(lines)
+
+
+def _trimmed(trimmed: TrimStats | None) -> str:
+    """What retention (or ``pulses trim``) removed, as the last trim recorded it."""
+    if trimmed is None:
+        return "  never trimmed"
+    if trimmed.keep is not None:
+        kept = f"the newest {_count(trimmed.keep, 'entry', 'entries')}"
+    elif trimmed.keep_ms is not None:
+        kept = f"entries younger than {_age(trimmed.keep_ms)}"
+    else:
+        kept = "no acknowledged entry"
+    return (
+        f"  trimmed {trimmed.removed} in total, {trimmed.last_removed} by the last trim "
+        f"{_age(trimmed.last_ago_ms)} ago, which kept {kept}"
+    )
 
 
 def _absent(stats: StreamStats) -> bool:
