@@ -16,7 +16,7 @@ from pulses._errors import ConfigurationError
 from pulses._handler import Context, Handler
 from pulses._middleware import Middleware, observe_publishes
 from pulses._names import check_name
-from pulses._runtime import Isolation, RuntimeConfig, run_handler
+from pulses._runtime import Isolation, RuntimeConfig, _HandlerRun, run_handler
 from pulses._stats import RunStats
 
 __all__ = ["App"]
@@ -98,6 +98,9 @@ class App(Generic[B]):
         self._reclaim_interval_ms = reclaim_interval_ms
         self._handlers: list[Handler[B, Any]] = []
         self._running = False
+        self._runs: Sequence[_HandlerRun] = ()
+        """The handlers' runs of the current (or last) ``run``: what a metrics collector
+        reads, live, when it is scraped."""
 
     @property
     def broker(self) -> B:
@@ -118,9 +121,10 @@ class App(Generic[B]):
         shutdown_timeout: float | None = None,
         claim_idle_ms: int | None = None,
         block_ms: int | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> App[B2]:
         """The same app (group, consumer name, handlers, settings) on another broker,
-        with any setting given here replaced.
+        with any setting given here replaced, and ``middleware`` added inside the app's.
 
         What ``pulses worker --url`` does; handy in tests too:
         ``run_until_drained(app.using(MemoryBroker()))``.
@@ -140,7 +144,7 @@ class App(Generic[B]):
             shutdown_timeout=(
                 config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
             ),
-            middleware=self._middleware,
+            middleware=(*self._middleware, *middleware),
         )
         # Handlers typed for this app's broker are moved to another: that is the point,
         # and a handler uses its context's broker only through the Broker protocol.
@@ -203,6 +207,7 @@ class App(Generic[B]):
         )
         runs = []
         isolation = Isolation()
+        self._runs = isolation.runs  # filled as each handler's run starts
         for handler in self._handlers:
             consumer = self._broker.consumer(
                 self._subscription, handler.STREAMS, handler=handler.name

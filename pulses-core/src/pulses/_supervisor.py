@@ -5,6 +5,10 @@ the supervisor says so once, for all of them. A child that fails (a non-zero exi
 kill) while the supervisor is not stopping is started again, with a growing, jittered
 pause when children keep dying, so a crash loop cannot spin; a child that exits 0 by
 itself (``--burst``) is done.
+
+With ``metrics_dir``, each child serves its metrics on a loopback port it writes there,
+and the supervisor's own endpoint sums them (``_metrics_group``); a child's file goes
+when the child does.
 """
 
 from __future__ import annotations
@@ -16,24 +20,29 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from pulses._policy import jittered_backoff
 
-__all__ = ["SUPERVISOR_ENV", "supervise"]
+__all__ = ["METRICS_DIR_ENV", "SUPERVISOR_ENV", "supervise"]
 
 SUPERVISOR_ENV = "PULSES_SUPERVISOR_PID"
+METRICS_DIR_ENV = "PULSES_SUPERVISOR_METRICS_DIR"
+"""Where each child writes the port it serves its metrics on (``--metrics-port``)."""
 
 logger = logging.getLogger("pulses.worker")
 
 _MAX_PAUSE = 30.0
 
 
-def supervise(child_args: Sequence[str], processes: int) -> int:
+def supervise(child_args: Sequence[str], processes: int, metrics_dir: Path | None = None) -> int:
     """Run ``python -m pulses <child_args>`` ``processes`` times; return the exit code."""
     command = [sys.executable, "-m", "pulses", *child_args]
     # Children watch for this pid to vanish: a SIGKILLed supervisor cannot forward signals.
     env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    if metrics_dir is not None:
+        env[METRICS_DIR_ENV] = str(metrics_dir)
     children: list[subprocess.Popen[bytes] | None] = [None] * processes
     restarts_at = [0.0] * processes
     started_at = [0.0] * processes
@@ -84,6 +93,8 @@ def supervise(child_args: Sequence[str], processes: int) -> int:
                     alive += 1
                     continue
                 codes[slot] = code
+                if metrics_dir is not None:
+                    (metrics_dir / str(child.pid)).unlink(missing_ok=True)
                 if signals_seen or code == 0:
                     continue
                 # Died on its own: start it again after a pause that grows while it keeps

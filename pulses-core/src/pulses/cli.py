@@ -192,11 +192,37 @@ async def _prepared(
     url: str | None,
     shutdown_timeout: float | None,
     middleware: Sequence[Middleware] = (),
+    retention: str | None = None,
 ) -> App[Any]:
-    if url is None and shutdown_timeout is None and not middleware:
+    if url is None and shutdown_timeout is None and not middleware and retention is None:
         return app
     broker = await pulses.connect(url) if url is not None else app.broker
-    return app.using(broker, shutdown_timeout=shutdown_timeout, middleware=middleware)
+    return app.using(
+        broker,
+        shutdown_timeout=shutdown_timeout,
+        middleware=middleware,
+        retention=... if retention is None else _retention(retention),
+    )
+
+
+_AGE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _retention(spec: str) -> pulses.Retention | None:
+    """``--retention``: ``off``, a count of entries (``1000``), or an age (``24h``)."""
+    text = spec.strip().lower()
+    if text == "off":
+        return None
+    if text.isdigit():
+        return pulses.Retention(keep=int(text))
+    age = _AGE.fullmatch(text)
+    if age is None:
+        raise click.BadParameter(
+            f"{spec!r} is neither off, a count of entries (1000) nor an age (90s, 30m, 24h, 7d)",
+            param_hint="'--retention'",
+        )
+    return pulses.Retention(keep_ms=round(float(age[1]) * _MS[age[2]]))
 
 
 def _require_prometheus() -> None:
@@ -292,6 +318,18 @@ async def _serve_with_metrics(app: App[Any], port: int, burst: bool) -> int:
     help="Seconds running handlers get to finish after the first signal [default: the app's, 25].",
 )
 @click.option(
+    "--retention",
+    default=None,
+    envvar="PULSES_RETENTION",
+    show_envvar=True,
+    metavar="off|COUNT|AGE",
+    help=(
+        "History left when trimming what every group acknowledged from the app's streams: "
+        "a count of entries (1000) or an age (24h); off: no trimming "
+        "[default: the app's, 1000]."
+    ),
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     default=None,
@@ -339,6 +377,7 @@ def worker(
     burst: bool,
     check_only: bool,
     shutdown_timeout: float | None,
+    retention: str | None,
     metrics_port: int | None,
     log_level: str,
     log_format: str,
@@ -358,7 +397,7 @@ def worker(
     app = _load_app(app_spec)
     _log_broker(app, url, ctx.get_parameter_source("url"))
     if processes > 1 and not check_only:
-        prepared = _run(_prepared(app, url, shutdown_timeout))
+        prepared = _run(_prepared(app, url, shutdown_timeout, retention=retention))
         local = prepared.broker.capabilities.process_local
         _run(prepared.broker.aclose())
         if local:
@@ -372,6 +411,8 @@ def worker(
             os.environ["PULSES_URL"] = url
         if shutdown_timeout is not None:
             child += ["--shutdown-timeout", str(shutdown_timeout)]
+        if retention is not None:
+            child += ["--retention", retention]
         child += ["--burst"] if burst else []
         child += ["--verbose"] if verbose else []
         os.environ.pop("PULSES_WORKERS", None)  # each child is one process
@@ -397,7 +438,7 @@ def worker(
         ctx.exit(code)
 
     async def go() -> int:  # connects in the loop that serves: a client is bound to its loop
-        prepared = await _prepared(app, url, shutdown_timeout)
+        prepared = await _prepared(app, url, shutdown_timeout, retention=retention)
         if check_only:
             found = await check(prepared)
             for problem in found.problems:

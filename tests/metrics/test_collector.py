@@ -1,0 +1,115 @@
+"""The collector in process: bounded scrapes when the broker hangs, the supervisor's sums."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import pulses.prometheus
+from pulses import Ack, App, CancellationToken, Context, Envelope, Handler, Outcome, StreamStats
+from pulses._metrics_group import GroupCollector
+from pulses._stats import Durations
+from pulses_memory import MemoryBroker
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(pulses.prometheus.__all__) == ["DURATION_BUCKETS", "Metrics", "PulsesCollector"]
+
+
+def test_a_duration_equal_to_a_bound_falls_in_that_bounds_bucket() -> None:
+    durations = Durations((0.1, 1.0))
+    for seconds in (0.1, 0.5, 1.0, 2.0):
+        durations.observe(seconds)
+    assert durations.counts == [1, 2, 1]
+    with pytest.raises(ValueError, match="increasing"):
+        Durations((1.0, 0.1))
+
+
+class Hanging(MemoryBroker):
+    """A broker whose admin answers never come: a Redis that stalls."""
+
+    async def stats(self, stream: str) -> StreamStats:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class Noop(Handler[MemoryBroker]):
+    STREAMS = ("jobs",)
+
+    async def handle(self, ctx: Context[MemoryBroker], msg: Envelope) -> Outcome:
+        return Ack()
+
+
+def samples(registry: CollectorRegistry) -> dict[str, float]:
+    text = generate_latest(registry).decode()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+async def test_a_broker_that_never_answers_costs_a_scrape_its_timeout_not_forever() -> None:
+    broker = Hanging()
+    metrics = pulses.prometheus.Metrics()
+    app = App(broker, broker.subscription("g"), middleware=[metrics]).register(Noop())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics.collector(app, broker_timeout=0.2))
+    token = CancellationToken()
+    run = asyncio.create_task(app.run(token))
+    await broker.publish("jobs", b"x")
+    started = time.monotonic()
+    first = await asyncio.to_thread(samples, registry)
+    second = await asyncio.to_thread(samples, registry)
+    assert time.monotonic() - started < 2.0
+    # No broker figures, and the age says how stale they are; the runtime's are there.
+    assert "pulses_group_lag" not in second
+    assert second["pulses_broker_stats_age_seconds"] >= first["pulses_broker_stats_age_seconds"]
+    assert "pulses_workers" in second
+    token.cancel()
+    await run
+
+
+def family_text(name: str, kind: str, value: float, **labels: str) -> str:
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    sample = f"{name}_total" if kind == "counter" else name
+    return f"# TYPE {sample} {kind}\n{sample}{{{label_text}}} {value}\n"
+
+
+def child(acked: float, busy: float, lag: float) -> str:
+    return (
+        family_text("pulses_messages_settled", "counter", acked, handler="H", outcome="acked")
+        + family_text("pulses_workers_busy", "gauge", busy, handler="H")
+        + family_text("pulses_group_lag", "gauge", lag, stream="s", group="g")
+    )
+
+
+def test_the_supervisor_sums_children_and_keeps_the_counts_of_those_gone(tmp_path: Path) -> None:
+    answers = {1001: child(10, 1, 7), 1002: child(5, 2, 7)}
+
+    def scrape(port: int) -> str:
+        if port not in answers:
+            raise OSError("connection refused")
+        return answers[port]
+
+    for pid in answers:
+        (tmp_path / str(pid)).write_text(str(pid))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GroupCollector(tmp_path, scrape))
+    assert samples(registry) == {
+        "pulses_messages_settled_total": 15,
+        "pulses_workers_busy": 3,
+        "pulses_group_lag": 7,  # the same broker seen twice: one child's figure
+    }
+    # A child that does not answer counts with its last counters; its gauges are unknown.
+    answers[1002] = child(8, 2, 6)
+    del answers[1001]
+    assert samples(registry) == {
+        "pulses_messages_settled_total": 18,
+        "pulses_workers_busy": 2,
+        "pulses_group_lag": 6,
+    }
+    # A child that exited (the supervisor removed its file) keeps its last counts in the sum.
+    (tmp_path / "1001").unlink()
+    assert samples(registry)["pulses_messages_settled_total"] == 18
