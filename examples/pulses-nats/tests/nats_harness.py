@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -13,13 +12,16 @@ from pulses_nats import NatsBroker
 from pulses_nats._layout import Names, parse_entry_id
 
 from pulses import Broker
+from pulses.testing import BrokerHarness
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-class NatsHarness:
+class NatsHarness(BrokerHarness):
     """What the conformance suite needs beyond the Broker protocol, on a real server:
-    time passes by sleeping; entries are written and deleted through the JetStream API."""
+    time passes by sleeping (the default); entries are written and deleted through the
+    JetStream API. A foreign message is a body and a header map, so ``any_fields`` stays
+    False."""
 
     secret = PASSWORD
 
@@ -32,9 +34,6 @@ class NatsHarness:
         broker = await NatsBroker.connect(self._url)
         self._brokers.append(broker)
         return broker
-
-    async def advance(self, ms: int) -> None:
-        await asyncio.sleep(ms / 1000)
 
     async def add_foreign(
         self, broker: Broker[Any], stream: str, fields: Sequence[tuple[bytes, bytes]]

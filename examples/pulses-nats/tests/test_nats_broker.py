@@ -307,6 +307,39 @@ async def test_the_runtime_dead_letters_a_message_that_died_max_deliveries_times
     assert "never finished" in record.reason
 
 
+async def test_the_runtime_extends_leases_within_the_ack_wait_so_a_long_job_runs_once(
+    broker: NatsBroker, names: Names
+) -> None:
+    assert broker.capabilities.lease_ms == ACK_WAIT_MS
+    started = asyncio.Event()
+
+    class Long(Handler[Broker[Any]]):
+        STREAMS = (names.s,)
+
+        async def handle(self, ctx: Context[Broker[Any]], msg: Envelope) -> Outcome:
+            started.set()
+            await asyncio.sleep(4 * ACK_WAIT_MS / 1000)  # four ack waits, extended along
+            return Ack()
+
+    async def neighbour() -> list[Envelope]:
+        """Another consumer of the group, fetching all along: a lapsed lease comes here."""
+        await started.wait()
+        other = await ready(broker, names.g, "neighbour", names.s)
+        taken: list[Envelope] = []
+        while not drained.done():
+            taken += await other.fetch(10, 100)
+        return taken
+
+    await broker.publish(names.s, b"a long job")
+    # claim_idle_ms, whose third paces leases on a broker without lease_ms, is far longer
+    # than the ack wait: the lease of the server decides.
+    app = App(broker, broker.subscription(names.g), block_ms=100, claim_idle_ms=60_000)
+    drained = asyncio.ensure_future(run_until_drained(app.register(Long()), timeout=30))
+    assert await neighbour() == []
+    stats = await drained
+    assert (stats.total.handled, stats.total.isolated) == (1, 0)
+
+
 @pytest.fixture
 def own_server() -> Iterator[NatsServer]:
     """A server of the test's own, which it may restart."""

@@ -69,8 +69,8 @@ logger = logging.getLogger("pulses_nats")
 
 DEFAULT_ACK_WAIT_MS = 60_000
 """The lease of a fetched message: the server delivers it again when this passes without
-a settlement or an extension. As long as ``App``'s default ``claim_idle_ms``, whose third
-is how often the runtime extends leases."""
+a settlement or an extension. As long as ``App``'s default ``claim_idle_ms``; declared as
+``Capabilities.lease_ms``, a third of it is how often the runtime extends leases."""
 _HEADER_ROOM = 512
 """Bytes kept free for the header line and our headers when checking a message's size."""
 _STREAM_NAME_IN_USE = 10058
@@ -124,9 +124,9 @@ class NatsBroker:
 
     ``await NatsBroker.connect("nats://127.0.0.1:4222")``, or ``pulses.connect`` with a
     ``nats://`` URL. ``?ack_wait_ms=N`` sets the lease of fetched messages (default
-    60 000, App's default ``claim_idle_ms``): a message neither settled nor extended for
-    that long is delivered again, as a suspect. Keep it above ``claim_idle_ms / 3``, the
-    runtime's lease renewal interval.
+    60 000): a message neither settled nor extended for that long is delivered again, as
+    a suspect. The broker declares it as ``Capabilities.lease_ms``, so the runtime renews
+    leases every third of it and runs no reclaim loop.
     """
 
     def __init__(self, wire: Wire, url: str, ack_wait_ms: int) -> None:
@@ -143,6 +143,7 @@ class NatsBroker:
             delayed_retry=True,
             dead_letters=True,
             reclaim=False,  # the server delivers again after the ack wait, through fetch
+            lease_ms=ack_wait_ms,
             extend=True,
             release=True,
             admin=True,
