@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from pulses import Ack, App, Consumer, Context, Envelope, Handler, Outcome
+from pulses import Ack, App, Context, Envelope, Handler, Outcome
+from pulses.broker import Consumer
 from pulses_redis import RedisBroker, RedisSubscription
 
 __all__ = ["Small", "app"]

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pulses import Ack, App, Capabilities, ConfigurationError, Context, Envelope, Handler, Outcome
+from pulses import Ack, App, ConfigurationError, Context, Envelope, Handler, Outcome
+from pulses.broker import Capabilities
 from pulses_memory import MemoryBroker
 
 

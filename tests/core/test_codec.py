@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulses import decode_fields, encode_fields
+from pulses.broker import decode_fields, encode_fields
 
 
 @given(

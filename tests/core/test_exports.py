@@ -5,20 +5,27 @@ import pulses.testing
 def test_public_names_are_pinned() -> None:
     # A change here is a change of the public API: deliberate, and in the changelog.
     assert sorted(pulses.__all__) == [
-        "Ack", "App", "Broker", "BrokerClosed", "BrokerError", "BrokerFactory",
-        "CallHandle", "CallPublish", "CallSettle", "CancellationToken", "Capabilities", "Clock", "Codec", "ConfigurationError",
-        "ConnectionLost", "Consumer", "ConsumerInfo", "Context", "DEFAULT_KEY_WINDOW_MS",
-        "DeadLetter", "DeadLetterRecord", "Drop",
+        "Ack", "App", "Broker", "BrokerClosed", "BrokerError", "CallHandle", "CallPublish",
+        "CallSettle", "CancellationToken", "Clock", "Codec", "ConfigurationError",
+        "ConnectionLost", "ConsumerInfo", "Context", "DeadLetter", "DeadLetterRecord", "Drop",
         "Envelope", "GroupStats", "Handler", "HandlerStats", "HandlerTimeout", "InvalidName",
-        "InvalidURL", "Middleware",
-        "Outcome", "PayloadError", "PluginConflict", "Publishing", "PulsesError", "Reclaimed", "Register",
-        "Retry", "RunStats", "SettleError", "Stream", "StreamAdmin", "StreamStats",
-        "Subscription", "UnknownScheme", "Unsupported", "check_codec", "check_keys",
-        "check_name", "check_publish", "check_streams", "check_window", "connect",
-        "decode_fields", "encode_fields", "hookimpl", "message_id_of", "observe_publishes",
-        "plugin_manager",
-        "redact_url",
-        "redelivery_fields", "run_until_drained", "wake",
+        "InvalidURL", "Middleware", "Outcome", "PayloadError", "PluginConflict", "Publishing",
+        "PulsesError", "Retry", "RunStats", "SettleError", "Stream",
+        "StreamAdmin", "StreamStats", "UnknownScheme", "Unsupported", "connect",
+        "observe_publishes", "plugin_manager", "redact_url", "run_until_drained", "wake",
+    ]  # fmt: skip
+
+
+def test_plugin_api_names_are_pinned() -> None:
+    import pulses.broker
+
+    assert sorted(pulses.broker.__all__) == [
+        "Broker", "BrokerFactory", "Capabilities", "Consumer", "ConsumerInfo",
+        "DEFAULT_KEY_WINDOW_MS", "DeadLetterRecord", "DecodedFields", "GroupStats",
+        "Reclaimed", "Register", "StreamAdmin", "StreamStats", "Subscription",
+        "check_codec", "check_keys", "check_name", "check_publish",
+        "check_streams", "check_window", "decode_fields", "encode_fields", "hookimpl",
+        "message_id_of", "redact_secrets", "redelivery_fields", "url_secrets",
     ]  # fmt: skip
 
 

@@ -8,8 +8,10 @@ import pluggy
 import pytest
 
 import pulses
-from pulses import ConfigurationError, PluginConflict, UnknownScheme, hookimpl
+import pulses.broker
+from pulses import ConfigurationError, PluginConflict, UnknownScheme
 from pulses._plugins import scheme_registry
+from pulses.broker import hookimpl
 
 
 def _plugin(*schemes: str, made: list[str] | None = None) -> object:
@@ -20,7 +22,7 @@ def _plugin(*schemes: str, made: list[str] | None = None) -> object:
 
     class Plugin:
         @hookimpl
-        def register_brokers(self, register: pulses.Register) -> None:
+        def register_brokers(self, register: pulses.broker.Register) -> None:
             for scheme in schemes:
                 register(scheme, factory)
 
@@ -84,7 +86,7 @@ async def test_two_plugins_claiming_one_scheme_is_an_error_naming_both() -> None
 async def test_a_plugin_registering_garbage_is_named() -> None:
     class Bad:
         @hookimpl
-        def register_brokers(self, register: pulses.Register) -> None:
+        def register_brokers(self, register: pulses.broker.Register) -> None:
             register("not a scheme", None)  # type: ignore[arg-type]  # deliberately wrong
 
     with pytest.raises(ConfigurationError, match="plugin 'bad' registered an invalid scheme"):
@@ -94,7 +96,7 @@ async def test_a_plugin_registering_garbage_is_named() -> None:
 def test_a_misspelt_hook_is_caught_when_the_plugin_registers() -> None:
     class Typo:
         @hookimpl
-        def register_broker(self, register: pulses.Register) -> None:
+        def register_broker(self, register: pulses.broker.Register) -> None:
             """Missing the s."""
 
     pm = _manager(typo=Typo())

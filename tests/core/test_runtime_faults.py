@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pulses import Ack, App, ConnectionLost, Consumer, Context, Envelope, Handler, Outcome
+from pulses import Ack, App, ConnectionLost, Context, Envelope, Handler, Outcome
+from pulses.broker import Consumer
 from pulses.testing import run_until_drained
 from pulses_memory import MemoryBroker
 

@@ -24,13 +24,10 @@ from pulses import (
     Outcome,
     PayloadError,
     Stream,
-    decode_fields,
-    encode_fields,
-    message_id_of,
-    redelivery_fields,
     run_until_drained,
 )
 from pulses._typed import decoder_for, encoder_for
+from pulses.broker import decode_fields, encode_fields, message_id_of, redelivery_fields
 from pulses_memory import MemoryBroker
 
 P = TypeVar("P")

@@ -15,3 +15,9 @@ __all__ = [
     "MemorySubscription",
     "SystemClock",
 ]
+
+for _name in __all__:  # reprs, help() and pickles name the path users import
+    _obj = globals()[_name]
+    if _obj.__module__.startswith(f"{__name__}._"):
+        _obj.__module__ = __name__
+del _name, _obj

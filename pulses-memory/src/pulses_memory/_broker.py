@@ -15,15 +15,18 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from pulses import (
-    DEFAULT_KEY_WINDOW_MS,
     BrokerClosed,
-    Capabilities,
     ConfigurationError,
     ConsumerInfo,
     DeadLetterRecord,
     GroupStats,
     InvalidURL,
     StreamStats,
+    redact_url,
+)
+from pulses.broker import (
+    DEFAULT_KEY_WINDOW_MS,
+    Capabilities,
     Subscription,
     check_codec,
     check_keys,
@@ -31,7 +34,6 @@ from pulses import (
     check_streams,
     check_window,
     encode_fields,
-    redact_url,
     redelivery_fields,
 )
 from pulses_memory._clock import Clock, SystemClock

@@ -16,10 +16,9 @@ from pulses import (
     Drop,
     Envelope,
     Outcome,
-    Reclaimed,
     Retry,
-    redelivery_fields,
 )
+from pulses.broker import Reclaimed, redelivery_fields
 from pulses_memory._clock import wake
 from pulses_memory._store import Counters, Group, Pending, Store, Stream
 
@@ -39,7 +38,7 @@ _Source = tuple[str, Stream, Group]
 
 
 class MemoryConsumer:
-    """A consumer of some streams in one group of a memory broker; see ``pulses.Consumer``.
+    """A consumer of some streams in one group of a memory broker; see ``pulses.broker.Consumer``.
 
     For each stream it reads the group's retry stream first (older work), then the
     stream; over several streams it starts at the next one on every fetch, so none starves.

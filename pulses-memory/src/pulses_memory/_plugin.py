@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pulses import Register, hookimpl
+from pulses.broker import Register, hookimpl
 from pulses_memory._broker import MemoryBroker
 
 

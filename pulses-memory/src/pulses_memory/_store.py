@@ -13,7 +13,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pulses import DeadLetterRecord, Envelope, decode_fields
+from pulses import DeadLetterRecord, Envelope
+from pulses.broker import decode_fields
 from pulses_memory._clock import Clock, wake
 
 __all__ = ["Counters", "Group", "Pending", "Store", "Stream", "parse_id"]

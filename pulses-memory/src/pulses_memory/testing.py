@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pulses_memory._broker import MemoryBroker
-from pulses_memory._store import parse_id
+from pulses_memory._store import parse_id as _parse_id
 
 __all__ = ["add_foreign", "delete_entry"]
 
@@ -35,5 +35,5 @@ async def delete_entry(broker: MemoryBroker, stream: str, entry_id: str) -> bool
     """Delete one stored entry, pending or not (``XDEL`` on Redis); whether it existed."""
     broker._check_open(f"remove an entry of stream {stream!r}")
     target = broker._store.streams.get(stream)
-    key = parse_id(entry_id)
+    key = _parse_id(entry_id)
     return target is not None and key is not None and target.delete(key)

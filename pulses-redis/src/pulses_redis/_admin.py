@@ -9,13 +9,8 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from pulses import (
-    ConsumerInfo,
-    DeadLetterRecord,
-    GroupStats,
-    StreamStats,
-    redelivery_fields,
-)
+from pulses import ConsumerInfo, DeadLetterRecord, GroupStats, StreamStats
+from pulses.broker import redelivery_fields
 from pulses_redis._connection import Connection
 from pulses_redis._dead import message_id, original_fields, parse, replay_target
 from pulses_redis._keys import StreamKeys, hash_tag_base

@@ -13,11 +13,10 @@ from typing import Any, Self, TypeVar
 
 from redis.asyncio import Redis
 
-from pulses import (
+from pulses import ConfigurationError, ConnectionLost
+from pulses.broker import (
     DEFAULT_KEY_WINDOW_MS,
     Capabilities,
-    ConfigurationError,
-    ConnectionLost,
     Subscription,
     check_codec,
     check_keys,

@@ -9,8 +9,8 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from pulses import BrokerClosed, InvalidURL
-from pulses._urls import redact_secrets, redact_url, url_secrets
+from pulses import BrokerClosed, InvalidURL, redact_url
+from pulses.broker import redact_secrets, url_secrets
 from pulses_redis._errors import ErrorMap
 
 __all__ = ["Connection", "client_from_url"]

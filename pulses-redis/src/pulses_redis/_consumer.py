@@ -34,18 +34,8 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from pulses import (
-    Ack,
-    DeadLetter,
-    Drop,
-    Envelope,
-    Outcome,
-    Reclaimed,
-    Retry,
-    SettleError,
-    decode_fields,
-    redelivery_fields,
-)
+from pulses import Ack, DeadLetter, Drop, Envelope, Outcome, Retry, SettleError
+from pulses.broker import Reclaimed, decode_fields, redelivery_fields
 from pulses_redis._connection import BLOCK_MARGIN, Connection
 from pulses_redis._dead import record_fields
 from pulses_redis._errors import is_nogroup
@@ -108,7 +98,7 @@ class _Read:
 
 
 class RedisConsumer:
-    """A consumer of ``streams`` in one group; see :meth:`pulses.Consumer` for the contract.
+    """A consumer of ``streams`` in one group; see :class:`pulses.broker.Consumer` for the contract.
 
     Fetch order: entries left over from an earlier fetch (only when a blocking read
     returned more than asked), then this consumer's own pending entries from a previous

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pulses import DeadLetterRecord, Envelope, decode_fields, message_id_of
+from pulses import DeadLetterRecord, Envelope
+from pulses.broker import decode_fields, message_id_of
 from pulses_redis._keys import StreamKeys
 from pulses_redis._packed import pack, unpack
 from pulses_redis._scripts import Arg

@@ -9,7 +9,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from pulses import BrokerError, ConnectionLost, PulsesError
-from pulses._urls import redact_secrets
+from pulses.broker import redact_secrets
 from pulses_redis._scripts import failed_call
 
 __all__ = ["ErrorMap", "is_nogroup"]

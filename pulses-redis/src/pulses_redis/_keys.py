@@ -6,12 +6,12 @@ stream and its companions stay in one Redis Cluster slot: ``{orders}`` →
 ``{orders}:dead``; a stream without a tag gets one: ``emails`` → ``{emails}:dead``.
 (``emails`` and ``{emails}`` therefore share their companion keys; don't use both.)
 A name with a ``}`` but no tag (``a}b``) cannot have companions in its slot: the name
-rule of ``pulses.check_name`` refuses it on every broker.
+rule of ``pulses.broker.check_name`` refuses it on every broker.
 """
 
 from __future__ import annotations
 
-from pulses import check_name
+from pulses.broker import check_name
 
 __all__ = ["RELEASED_CONSUMER", "StreamKeys", "hash_tag_base"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pulses import Register, hookimpl
+from pulses.broker import Register, hookimpl
 
 if TYPE_CHECKING:
     from pulses_redis._broker import RedisBroker

@@ -22,23 +22,25 @@ from urllib.parse import parse_qsl, urlsplit
 import nats
 
 from pulses import (
-    DEFAULT_KEY_WINDOW_MS,
     BrokerClosed,
     BrokerError,
-    Capabilities,
     ConfigurationError,
     DeadLetterRecord,
     GroupStats,
     InvalidURL,
     StreamStats,
-    Subscription,
     Unsupported,
+    redact_url,
+)
+from pulses.broker import (
+    DEFAULT_KEY_WINDOW_MS,
+    Capabilities,
+    Subscription,
     check_codec,
     check_keys,
     check_publish,
     check_streams,
     check_window,
-    redact_url,
 )
 from pulses_nats._book import Book
 from pulses_nats._consumer import NatsConsumer, str_map

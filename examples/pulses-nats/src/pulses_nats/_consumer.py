@@ -24,12 +24,11 @@ from pulses import (
     Drop,
     Envelope,
     Outcome,
-    Reclaimed,
     Retry,
     SettleError,
     Unsupported,
-    encode_fields,
 )
+from pulses.broker import Reclaimed, encode_fields
 from pulses_nats._book import Book, Mark
 from pulses_nats._layout import (
     CODEC_HEADER,
@@ -89,7 +88,7 @@ class _Delivery:
 
 
 class NatsConsumer:
-    """A consumer of some streams in one group of a NATS broker; see ``pulses.Consumer``.
+    """A consumer of some streams in one group of a NATS broker; see ``pulses.broker.Consumer``.
 
     The server holds the leases: a fetched message that is neither settled nor extended
     within the ack wait is delivered again, to any consumer of the group, and arrives

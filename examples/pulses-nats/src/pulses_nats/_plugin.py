@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pulses import Broker, Register, hookimpl
+from pulses import Broker
+from pulses.broker import Register, hookimpl
 
 
 async def connect(url: str) -> Broker[Any]:

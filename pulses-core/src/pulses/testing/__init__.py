@@ -7,7 +7,10 @@ work is done. Broker authors find the conformance suite in ``pulses.testing.conf
 """
 
 from pulses import run_until_drained
+from pulses._public import claim as _claim
 from pulses.testing._draining import Drain
 from pulses.testing._harness import BrokerHarness
 
 __all__ = ["BrokerHarness", "Drain", "run_until_drained"]
+
+_claim(__name__, globals())

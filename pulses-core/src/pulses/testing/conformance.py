@@ -3,7 +3,10 @@
 >>> from pulses.testing.conformance import BrokerConformance, BrokerHarness  # doctest: +SKIP
 """
 
+from pulses._public import claim as _claim
 from pulses.testing._conformance import BrokerConformance
 from pulses.testing._harness import BrokerHarness
 
 __all__ = ["BrokerConformance", "BrokerHarness"]
+
+_claim(__name__, globals())
