@@ -104,13 +104,22 @@ def _env(url: str, report: str, **extra: str) -> dict[str, str]:
 
 
 def _pulses_worker(
-    url: str, n: int, *, processes: int = 1, timeout: float | None = None, typed: bool = False
+    url: str,
+    n: int,
+    *,
+    processes: int = 1,
+    timeout: float | None = None,
+    typed: bool = False,
+    otel: str | None = None,
 ) -> dict[str, Any]:
-    """Drain the stream with ``pulses worker bench.app:app``; SIGTERM once drained."""
+    """Drain the stream with ``pulses worker bench.app:app``; SIGTERM once drained.
+    ``otel``: ``all`` or ``drop``, the tracing of ``bench/app.py``'s BENCH_OTEL."""
     with tempfile.TemporaryDirectory(prefix="pulses-bench-") as report:
         extra = {"BENCH_TIMEOUT": str(timeout)} if timeout else {}
         if typed:
             extra["BENCH_TYPED"] = "1"
+        if otel:
+            extra["BENCH_OTEL"] = otel
         command = [sys.executable, "-m", "pulses", "worker", "bench.app:app", "-l", "error"]
         command += ["-w", str(processes)] if processes > 1 else []
         process = subprocess.Popen(command, env=_env(url, report, **extra), cwd=ROOT)
@@ -206,6 +215,25 @@ def typed_consume(url: str, n: int, rounds: int) -> dict[str, Any]:
         return _pulses_worker(url, n)
 
     return _ratio_summary(_alternate(rounds, {"typed": typed, "bytes": untyped}), "typed", "bytes")
+
+
+def otel_consume(url: str, n: int, rounds: int) -> dict[str, Any]:
+    """The worker with ``pulses.otel`` tracing against the same worker without: every
+    span sampled, and a parent-based sampler that drops (the messages carry no trace
+    context, so every one is dropped)."""
+
+    def run(otel: str | None) -> Callable[[], dict[str, Any]]:
+        def drain() -> dict[str, Any]:
+            _fill(url, n)
+            return _pulses_worker(url, n, otel=otel)
+
+        return drain
+
+    results = _alternate(rounds, {"none": run(None), "all": run("all"), "drop": run("drop")})
+    return {
+        "all_sampled": _ratio_summary(results, "all", "none"),
+        "dropped": _ratio_summary(results, "drop", "none"),
+    }
 
 
 async def _typed_publish_many(url: str, n: int, rounds: int) -> dict[str, Any]:
@@ -450,6 +478,16 @@ def _table(results: dict[str, Any]) -> str:
             rows.append(
                 (label, f"{t['ours']:,.0f}/s", f"bytes: {t['theirs']:,.0f}/s", f"{t['ratio']:.2f}x")
             )
+    if "otel_consume" in results:
+        o = results["otel_consume"]
+        for key, label in (
+            ("all_sampled", "pulses.otel, every span sampled, vs no tracing"),
+            ("dropped", "pulses.otel, ParentBased(ALWAYS_OFF), vs no tracing"),
+        ):
+            t = o[key]
+            rows.append(
+                (label, f"{t['ours']:,.0f}/s", f"off: {t['theirs']:,.0f}/s", f"{t['ratio']:.2f}x")
+            )
     lat = results["latency"]
     for q in ("p50_ms", "p99_ms"):
         ours, theirs = lat["pulses"][q], lat["raw"][q]
@@ -517,7 +555,8 @@ def main() -> None:
     global MAX_IN_FLIGHT
     MAX_IN_FLIGHT = args.max_in_flight
     parts = set(
-        args.only or ["consume", "typed", "publish", "latency", "scaling", "memory", "backlog"]
+        args.only
+        or ["consume", "otel", "typed", "publish", "latency", "scaling", "memory", "backlog"]
     )
     results: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
@@ -539,6 +578,9 @@ def main() -> None:
             results["consume"] = consume(url, args.n, args.rounds, None)
             _say("consume with TIMEOUT=30 on the handler")
             results["consume_timeout"] = consume(url, args.n, args.rounds, 30.0)
+        if "otel" in parts:
+            _say(f"otel: {args.n:,} no-op messages, tracing on (all sampled, dropped) vs off")
+            results["otel_consume"] = otel_consume(url, args.n, args.rounds)
         if "typed" in parts:
             _say(f"typed: {args.n:,} messages of a small struct, typed vs bytes handler")
             results["typed_consume"] = typed_consume(url, args.n, args.rounds)

@@ -4,10 +4,13 @@ Configured by environment, since the CLI imports it in every worker process:
 ``BENCH_URL``, ``BENCH_STREAM``, ``BENCH_TIMEOUT`` (seconds; unset: no TIMEOUT),
 ``BENCH_MAX_IN_FLIGHT`` (unset: the default),
 ``BENCH_LATENCY=1`` (record publish→handle-start latencies from the payload's
-timestamp), ``BENCH_TYPED=1`` (a handler typed on ``Small``, whose payloads msgspec
-decodes before it runs) and ``BENCH_REPORT`` (a directory where each process writes ``<pid>.json``
-when it stops). The handler does nothing; the consumer is the real ``RedisConsumer``,
-wrapped once per batch to note when the first fetch started and the last settle ended.
+timestamp), ``BENCH_OTEL`` (``all``: ``pulses.otel`` tracing with every span sampled and
+exported in batches to nowhere; ``drop``: tracing with a parent-based sampler that
+drops what has no sampled parent), ``BENCH_TYPED=1`` (a handler typed on ``Small``,
+whose payloads msgspec decodes before it runs) and ``BENCH_REPORT`` (a directory where
+each process writes ``<pid>.json`` when it stops). The handler does nothing; the
+consumer is the real ``RedisConsumer``, wrapped once per batch to note when the first
+fetch started and the last settle ended.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from pulses import Ack, App, Context, Envelope, Handler, Outcome
+from pulses import Ack, App, Context, Envelope, Handler, Middleware, Outcome
 from pulses.broker import Consumer
 from pulses_redis import RedisBroker, RedisSubscription
 
@@ -137,8 +140,27 @@ class Latency(NoOp):
         return _ACK
 
 
+def _middleware() -> list[Middleware]:
+    mode = os.environ.get("BENCH_OTEL")
+    if not mode:
+        return []
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+    from pulses.otel import tracing
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON if mode == "all" else ALWAYS_OFF))
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    return [tracing(provider)]
+
+
 broker = _TimedBroker.from_url(os.environ.get("BENCH_URL", "redis://127.0.0.1:6379/0"))
-app = App(broker, broker.subscription("bench")).register(
+app = App(broker, broker.subscription("bench"), middleware=_middleware()).register(
     Latency()
     if os.environ.get("BENCH_LATENCY")
     else Typed()

@@ -13,7 +13,7 @@ span is a child of the one send span: a message's whole life is one trace.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 try:
@@ -94,19 +94,27 @@ class _Tracing(Middleware):
             system = self._systems[key] = package.removeprefix("pulses_")
         return system
 
-    async def handle(self, ctx: Context[Any], msg: Envelope[Any], call_next: CallHandle) -> Outcome:
-        tracer = self._tracer or self._start()
-        headers = msg.headers
-        traceparent = headers.get("traceparent")
+    def handle(
+        self, ctx: Context[Any], msg: Envelope[Any], call_next: CallHandle
+    ) -> Awaitable[Outcome]:
+        if self._tracer is None:
+            self._start()
+        traceparent = msg.headers.get("traceparent")
+        # Known to be dropped: straight on, not even a coroutine of our own.
         if traceparent is None:
             if self._root_drops:
-                return await call_next(ctx, msg)
-            # A root span: not a child of whatever span was current where the app started.
-            parent = otel_context.Context()
-        else:
-            if self._unsampled_drops and not _sampled(traceparent):
-                return await call_next(ctx, msg)
-            parent = self._propagator.extract(headers)
+                return call_next(ctx, msg)
+        elif self._unsampled_drops and not _sampled(traceparent):
+            return call_next(ctx, msg)
+        return self._process(ctx, msg, call_next, traceparent is not None)
+
+    async def _process(
+        self, ctx: Context[Any], msg: Envelope[Any], call_next: CallHandle, child: bool
+    ) -> Outcome:
+        assert self._tracer is not None
+        # Without a trace context, a root span: not a child of whatever span was current
+        # where the app started.
+        parent = self._propagator.extract(msg.headers) if child else otel_context.Context()
         stream = msg.stream
         attributes: dict[str, str | int] = {
             "messaging.system": self._system(ctx.broker),
@@ -117,7 +125,7 @@ class _Tracing(Middleware):
             "messaging.message.id": msg.message_id,
             DELIVERY_COUNT: msg.deliveries,
         }
-        with tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             f"process {stream}",
             context=parent,
             kind=SpanKind.CONSUMER,
