@@ -862,12 +862,13 @@ class BrokerConformance:
         self, harness: BrokerHarness, broker: Broker[Any], names: _Names
     ) -> None:
         c1 = await _ready(broker, names.g, "c1", names.s)
-        no_payload = [(b"something", b"else")]
         if harness.any_fields:
             extra = [(b"payload", b"first"), (b"payload", b"second"), (b"\xff\xfe", b"\x80")]
+            no_payload = [(b"something", b"else")]
             odd = b"\xff"
-        else:  # unique UTF-8 names and values: what a body and a header map can carry
+        else:  # what a body and a header map can carry: a body, unique UTF-8 names
             extra = [(b"payload", b"first"), (b"colour", b"blue")]
+            no_payload = [(b"payload", b""), (b"something", b"else")]
             odd = b"never"
         garbage = [
             (b"payload", b"p"),

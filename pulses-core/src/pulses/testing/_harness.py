@@ -57,8 +57,9 @@ class BrokerHarness(ABC):
     any_fields: bool = False
     """``add_foreign`` can write any flat field list: repeated names, names and values
     that are not UTF-8 (a Redis stream entry can). False for a broker whose foreign
-    messages are, say, a body and a header map: the suite then writes only fields with
-    unique UTF-8 names and values, the first ``payload`` field being the body."""
+    messages are, say, a body and a header map: the suite then writes only entries that
+    start with a ``payload`` field (the body, maybe empty), whose other fields have
+    unique UTF-8 names and values."""
 
     @abstractmethod
     async def connect(self) -> Broker[Any]:

@@ -7,6 +7,9 @@ Fixtures for handler tests:
 - ``drain``: ``stats = await drain(app)`` runs ``app`` until its work is done, then
   stops it and returns its counters (see ``Drain``).
 
+And for broker authors, the option ``--pulses-url URL``: the broker that ``pytest
+--pyargs pulses.testing.kit`` runs the conformance suite against.
+
 A coroutine test that uses either fixture runs in an event loop of its own, so it needs
 neither pytest-asyncio nor anyio; where one of them runs a test already (``asyncio_mode
 = "auto"``, an ``asyncio`` or ``anyio`` mark), that one runs it. This module is imported
@@ -27,9 +30,19 @@ from pulses.testing._draining import Drain
 if TYPE_CHECKING:
     from pulses_memory import MemoryBroker
 
-__all__ = ["drain", "memory_broker", "pytest_pyfunc_call"]
+__all__ = ["drain", "memory_broker", "pytest_addoption", "pytest_pyfunc_call"]
 
 _FIXTURES = frozenset({"memory_broker", "drain"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("pulses").addoption(
+        "--pulses-url",
+        dest="pulses_url",
+        metavar="URL",
+        help="the broker that 'pytest --pyargs pulses.testing.kit' runs the conformance "
+        "suite against (its plugin installed)",
+    )
 
 
 @pytest.fixture
