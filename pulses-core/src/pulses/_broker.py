@@ -52,38 +52,50 @@ class Subscription(Generic[B_contra]):
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a broker supports, so core refuses what it cannot do instead of ignoring it."""
+    """What a broker supports, so core refuses what it cannot do instead of ignoring it.
+
+    Every field defaults to the lesser promise; a broker declares what it does.
+
+    :ivar delayed_publish: ``publish(..., delay_ms=N)`` with N > 0.
+    :ivar delayed_retry: ``Retry(after_ms=N)`` with N > 0, held outside the pending
+        list until due.
+    :ivar dead_letters: ``DeadLetter`` outcomes are stored, listable and replayable.
+    :ivar reclaim: Idle messages of other consumers can be taken over, with exact
+        delivery counts.
+    :ivar extend: The lease of a running message can be renewed without counting a
+        delivery.
+    :ivar release: Fetched but unstarted messages can be handed back without counting a
+        delivery.
+    :ivar admin: The broker is also a ``StreamAdmin`` (stats, dead letters, trim).
+    :ivar max_payload_bytes: The largest payload the broker accepts, when it has a
+        limit; None when it has none.
+    :ivar process_local: The data lives inside one process, so other processes cannot
+        share the work.
+    :ivar liveness: Consumers say they are alive (``Consumer.heartbeat``), and
+        ``reclaim`` takes over the messages of a consumer whose heartbeat lapsed without
+        waiting for ``min_idle_ms``. Without it, a dead consumer's messages wait for the
+        idle time.
+    :ivar lease_ms: Set by a broker whose server delivers an unsettled message again by
+        itself: the lease (ack wait) in milliseconds after which a fetched message that
+        was neither settled nor extended comes back through ``fetch``, to any consumer
+        of the group, as a suspect with one more delivery. Such a broker keeps one lease
+        per message, not a pending list per consumer name, and has nothing to reclaim
+        (``reclaim`` is False): the runtime runs no reclaim loop and extends leases
+        every third of ``lease_ms``. None (the default): unsettled messages stay with
+        their consumer until reclaimed.
+    """
 
     delayed_publish: bool = False
-    """``publish(..., delay_ms=N)`` with N > 0."""
     delayed_retry: bool = False
-    """``Retry(after_ms=N)`` with N > 0, held outside the pending list until due."""
     dead_letters: bool = False
-    """``DeadLetter`` outcomes are stored, listable and replayable."""
     reclaim: bool = False
-    """Idle messages of other consumers can be taken over, with exact delivery counts."""
     extend: bool = False
-    """The lease of a running message can be renewed without counting a delivery."""
     release: bool = False
-    """Fetched but unstarted messages can be handed back without counting a delivery."""
     admin: bool = False
-    """The broker is also a :class:`StreamAdmin` (stats, dead letters, trim)."""
     max_payload_bytes: int | None = None
-    """The largest payload the broker accepts, when it has a limit."""
     process_local: bool = False
-    """The data lives inside one process, so other processes cannot share the work."""
     liveness: bool = False
-    """Consumers say they are alive (``Consumer.heartbeat``), and ``reclaim`` takes over
-    the messages of a consumer whose heartbeat lapsed without waiting for ``min_idle_ms``.
-    Without it, a dead consumer's messages wait for the idle time."""
     lease_ms: int | None = None
-    """Set by a broker whose server delivers an unsettled message again by itself: the
-    lease (ack wait) in milliseconds after which a fetched message that was neither
-    settled nor extended comes back through ``fetch``, to any consumer of the group, as
-    a suspect with one more delivery. Such a broker keeps one lease per message, not a
-    pending list per consumer name, and has nothing to reclaim (``reclaim`` is False):
-    the runtime runs no reclaim loop and extends leases every third of ``lease_ms``.
-    None (the default): unsettled messages stay with their consumer until reclaimed."""
 
     def __post_init__(self) -> None:
         lease = self.lease_ms
@@ -100,12 +112,16 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class Reclaimed:
-    """What one ``Consumer.reclaim`` call took over."""
+    """What one ``Consumer.reclaim`` call took over.
+
+    :ivar envelopes: Messages now owned by the calling consumer, with a fresh lease and
+        exact delivery counts; when one of them is a suspect, it is the only one.
+    :ivar vanished: Ids of pending messages whose stored entry was deleted or trimmed;
+        the broker has dropped them from the pending list.
+    """
 
     envelopes: Sequence[Envelope]
-    """Messages now owned by the calling consumer, with exact delivery counts."""
     vanished: Sequence[str] = ()
-    """Ids of pending messages whose stored entry was deleted or trimmed; cleaned up."""
 
 
 class Consumer(Protocol):
@@ -233,17 +249,39 @@ class Broker(Protocol[S]):
 
 @dataclass(frozen=True, slots=True)
 class ConsumerInfo:
+    """One consumer of a group, as ``StreamAdmin.stats`` sees it.
+
+    :ivar name: The consumer's name in its group.
+    :ivar pending: Messages it holds: handed to it and not settled.
+    :ivar idle_ms: Milliseconds since its last read from the group, as the broker counts it.
+    :ivar alive: Whether its heartbeat is current; None when it never sent one (or the
+        broker has no ``liveness``).
+    """
+
     name: str
     pending: int
     idle_ms: int
     alive: bool | None = None
-    """Whether its heartbeat is current; None when it never sent one (or the broker
-    has no ``liveness``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class GroupStats:
-    """One consumer group on one stream; every message is in exactly one bucket."""
+    """One consumer group on one stream; every message is in exactly one bucket.
+
+    :ivar group: The group's name.
+    :ivar acked: Messages the group acknowledged, a running total.
+    :ivar dropped: Messages the group dropped, a running total.
+    :ivar dead_lettered: Messages the group dead-lettered, a running total that neither
+        ``replay`` nor ``purge`` lowers (``StreamStats.dead_letters`` is what is stored).
+    :ivar pending: Messages handed out and not settled yet.
+    :ivar lag: Entries of the stream the group has not read yet (due retries included).
+    :ivar delayed: Retries waiting for their time, outside the pending list.
+    :ivar oldest_pending_ms: The age, in milliseconds, of the oldest pending message,
+        counted from when the entry it was delivered from was written (not from its
+        last delivery); None when nothing is pending.
+    :ivar consumers: The group's known consumers; empty on a broker that does not know
+        which consumer holds what.
+    """
 
     group: str
     acked: int
@@ -251,11 +289,8 @@ class GroupStats:
     dead_lettered: int
     pending: int
     lag: int
-    """Entries of the stream the group has not read yet."""
     delayed: int
-    """Retries waiting for their time, outside the pending list."""
     oldest_pending_ms: int | None
-    """Age of the oldest pending message, in milliseconds."""
     consumers: Sequence[ConsumerInfo] = field(default_factory=tuple)
 
 
@@ -271,12 +306,27 @@ class StreamStats:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterRecord:
-    """A dead-lettered message with where it came from and why."""
+    """A dead-lettered message with where it came from and why.
+
+    :ivar id: The record's own id, which ``replay`` and ``purge`` take.
+    :ivar original_id: The id of the delivery that was dead-lettered, the last one
+        (after a retry, the retry's own entry, not the first publish's).
+    :ivar stream: The stream the message was published to.
+    :ivar payload: The message's payload.
+    :ivar headers: The message's headers.
+    :ivar reason: Why: the ``DeadLetter`` reason, or what the runtime says (too many
+        deliveries, a payload that does not decode).
+    :ivar deliveries: The delivery count of the dead-lettered delivery.
+    :ivar handler: The handler that dead-lettered it.
+    :ivar group: The consumer group that dead-lettered it; ``replay`` hands it back to
+        this group only.
+    :ivar dead_at_ms: When, in Unix milliseconds.
+    :ivar message_id: The message's id for life (``Envelope.message_id``), the same over
+        every retry and replay.
+    """
 
     id: str
-    """The dead-letter entry's own id (what ``replay``/``purge`` take)."""
     original_id: str
-    """The broker id of the entry that was dead-lettered (a retry's own entry, maybe)."""
     stream: str
     payload: bytes
     headers: Mapping[str, str]
@@ -286,7 +336,6 @@ class DeadLetterRecord:
     group: str
     dead_at_ms: int
     message_id: str = ""
-    """The message's id for life (``Envelope.message_id``), the same over every retry."""
 
 
 @runtime_checkable

@@ -29,6 +29,9 @@ def check_keys(stream: str, keys: object, count: int) -> None:
 
 
 def check_codec(stream: str, codec: object) -> None:
+    """Refuse a ``codec`` that is neither None (raw bytes) nor one that typed streams
+    write (``"json"``, ``"msgpack"``), naming the stream; ``publish`` and
+    ``publish_many`` call it after ``check_keys``."""
     if codec is not None and codec not in ("json", "msgpack"):
         raise ValueError(f"codec for stream {stream!r} must be 'json' or 'msgpack', got {codec!r}")
 

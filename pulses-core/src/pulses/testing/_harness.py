@@ -45,21 +45,21 @@ class BrokerHarness(ABC):
       through ``advance``: a broker on real time sleeps there, one on a manual clock
       moves the clock. A broker that declares ``Capabilities.lease_ms`` is connected
       with a short lease (a second or less), which the suite waits out.
+
+    :ivar name: Shown in test ids and messages, e.g. ``"memory"`` or ``"redis-7.0"``.
+    :ivar secret: A password the broker was connected with; the suite checks that it
+        never appears in an error, a URL or a repr. None (the default) when the broker
+        has none.
+    :ivar any_fields: ``add_foreign`` can write any flat field list: repeated names,
+        names and values that are not UTF-8 (a Redis stream entry can). False (the
+        default) for a broker whose foreign messages are, say, a body and a header map:
+        the suite then writes only entries that start with a ``payload`` field (the
+        body, maybe empty), whose other fields have unique UTF-8 names and values.
     """
 
     name: str = "broker"
-    """Shown in test ids and messages, e.g. ``"memory"`` or ``"redis-7.0"``."""
-
     secret: str | None = None
-    """A password the broker was connected with; it must never appear in an error, a
-    URL or a repr. None when the broker has none."""
-
     any_fields: bool = False
-    """``add_foreign`` can write any flat field list: repeated names, names and values
-    that are not UTF-8 (a Redis stream entry can). False for a broker whose foreign
-    messages are, say, a body and a header map: the suite then writes only entries that
-    start with a ``payload`` field (the body, maybe empty), whose other fields have
-    unique UTF-8 names and values."""
 
     @abstractmethod
     async def connect(self) -> Broker[Any]:
