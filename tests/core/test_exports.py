@@ -10,7 +10,7 @@ def test_public_names_are_pinned() -> None:
         "ConnectionLost", "ConsumerInfo", "Context", "DeadLetter", "DeadLetterRecord", "Drop",
         "Envelope", "GroupStats", "Handler", "HandlerStats", "HandlerTimeout", "InvalidName",
         "InvalidURL", "Middleware", "Outcome", "PayloadError", "PluginConflict", "Publishing",
-        "PulsesError", "Retry", "RunStats", "SettleError", "Stream",
+        "PulsesError", "Retention", "Retry", "RunStats", "SettleError", "Stream",
         "StreamAdmin", "StreamStats", "UnknownScheme", "Unsupported", "connect",
         "observe_publishes", "plugin_manager", "redact_url", "run_until_drained", "wake",
     ]  # fmt: skip
@@ -22,8 +22,8 @@ def test_plugin_api_names_are_pinned() -> None:
     assert sorted(pulses.broker.__all__) == [
         "Broker", "BrokerFactory", "Capabilities", "Consumer", "ConsumerInfo",
         "DEFAULT_KEY_WINDOW_MS", "DeadLetterRecord", "DecodedFields", "GroupStats",
-        "Reclaimed", "Register", "StreamAdmin", "StreamStats", "Subscription",
-        "check_codec", "check_keys", "check_name", "check_publish",
+        "Reclaimed", "Register", "StreamAdmin", "StreamStats", "Subscription", "TrimStats",
+        "check_codec", "check_history", "check_keys", "check_name", "check_publish",
         "check_streams", "check_window", "decode_fields", "encode_fields", "hookimpl",
         "message_id_of", "redact_secrets", "redelivery_fields", "url_secrets",
     ]  # fmt: skip

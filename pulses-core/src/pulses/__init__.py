@@ -38,6 +38,7 @@ from pulses._middleware import (
 from pulses._outcome import Ack, DeadLetter, Drop, Outcome, Retry
 from pulses._plugins import connect, plugin_manager
 from pulses._public import claim as _claim
+from pulses._retention import Retention
 from pulses._stats import HandlerStats, RunStats
 from pulses._typed import Codec, PayloadError, Stream
 from pulses._urls import redact_url
@@ -106,6 +107,7 @@ __all__ = [
     "PluginConflict",
     "Publishing",
     "PulsesError",
+    "Retention",
     "Retry",
     "RunStats",
     "SettleError",

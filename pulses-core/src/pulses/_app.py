@@ -7,6 +7,7 @@ import inspect
 import logging
 import math
 from collections.abc import Sequence
+from types import EllipsisType
 from typing import Any, Generic, Self, TypeVar, cast
 
 from pulses._broker import Broker, Subscription
@@ -16,6 +17,7 @@ from pulses._errors import ConfigurationError
 from pulses._handler import Context, Handler
 from pulses._middleware import Middleware, observe_publishes
 from pulses._names import check_name
+from pulses._retention import DEFAULT_RETENTION, Retention, start_keeper, stop_keeper
 from pulses._runtime import Isolation, RuntimeConfig, _HandlerRun, run_handler
 from pulses._stats import RunStats
 
@@ -49,6 +51,9 @@ class App(Generic[B]):
     stranded in the pending list.
     ``middleware`` runs around every ``handle`` call, settle batch and publish of the
     app, the first in the list outermost (``pulses.Middleware``).
+    ``retention`` is the history left when the app trims each stream it consumes, at
+    start and then every ``Retention.interval_ms``, of what every group acknowledged
+    (``pulses.Retention``; by default the newest 1000 entries stay); None: no trimming.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class App(Generic[B]):
         shutdown_timeout: float = 25.0,
         clock: Clock | None = None,
         middleware: Sequence[Middleware] = (),
+        retention: Retention | None = DEFAULT_RETENTION,
     ) -> None:
         errors = [
             *_positive_int("App", "claim_idle_ms", claim_idle_ms),
@@ -77,8 +83,11 @@ class App(Generic[B]):
             for mw in middleware
             if not _is_middleware(mw)
         ]
+        if not isinstance(cast("object", retention), Retention | None):
+            errors.append(f"App.retention must be a pulses.Retention or None, got {retention!r}")
         if errors:
             raise ConfigurationError("invalid app settings:\n  " + "\n  ".join(errors))
+        self._retention = retention
         self._middleware = tuple(middleware)
         observe_publishes(broker, *middleware)
         self._broker = broker
@@ -122,9 +131,11 @@ class App(Generic[B]):
         claim_idle_ms: int | None = None,
         block_ms: int | None = None,
         middleware: Sequence[Middleware] = (),
+        retention: Retention | EllipsisType | None = ...,
     ) -> App[B2]:
         """The same app (group, consumer name, handlers, settings) on another broker,
-        with any setting given here replaced, and ``middleware`` added inside the app's.
+        with any setting given here replaced (``retention=None``: none), and
+        ``middleware`` added inside the app's.
 
         What ``pulses worker --url`` does; handy in tests too:
         ``run_until_drained(app.using(MemoryBroker()))``.
@@ -145,6 +156,7 @@ class App(Generic[B]):
                 config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
             ),
             middleware=(*self._middleware, *middleware),
+            retention=self._retention if retention is ... else retention,
         )
         # Handlers typed for this app's broker are moved to another: that is the point,
         # and a handler uses its context's broker only through the Broker protocol.
@@ -229,7 +241,12 @@ class App(Generic[B]):
                     self._middleware,
                 )
             )
-        results = await asyncio.gather(*runs)
+        streams = [stream for h in self._handlers for stream in h.STREAMS]
+        keeper = start_keeper(self._broker, streams, self._retention, self._config.clock, token)
+        try:
+            results = await asyncio.gather(*runs)
+        finally:
+            await stop_keeper(keeper)
         stats = RunStats({s.handler: s for s in results})
         total = stats.total
         logger.info(

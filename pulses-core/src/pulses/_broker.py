@@ -23,6 +23,7 @@ __all__ = [
     "StreamAdmin",
     "StreamStats",
     "Subscription",
+    "TrimStats",
     "check_publish",
 ]
 
@@ -295,6 +296,23 @@ class GroupStats:
 
 
 @dataclass(frozen=True, slots=True)
+class TrimStats:
+    """What ``StreamAdmin.trim`` (a worker's retention, ``pulses trim``) removed from a
+    stream, as the broker recorded it."""
+
+    removed: int
+    """Entries removed by every trim so far."""
+    last_removed: int
+    """Entries removed by the last trim."""
+    last_ago_ms: int
+    """How long ago the last trim ran, in milliseconds."""
+    keep: int | None = None
+    """The history the last trim left: a count of entries, ..."""
+    keep_ms: int | None = None
+    """... or an age in milliseconds (neither: no acknowledged entry)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStats:
     stream: str
     length: int
@@ -302,6 +320,8 @@ class StreamStats:
     """Delayed publishes not yet in the stream."""
     dead_letters: int
     groups: Sequence[GroupStats]
+    trimmed: TrimStats | None = None
+    """What trims removed so far; None: never trimmed (or the broker keeps no record)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,8 +381,22 @@ class StreamAdmin(Protocol):
         """Delete dead letters (all when ``ids`` is None); how many were removed."""
         ...
 
-    async def trim(self, stream: str, *, dry_run: bool = False) -> int:
-        """Remove entries every group has acknowledged; how many were (or would be) removed."""
+    async def trim(
+        self,
+        stream: str,
+        *,
+        dry_run: bool = False,
+        keep: int | None = None,
+        keep_ms: int | None = None,
+    ) -> int:
+        """Remove entries every group has acknowledged, oldest first, but leave the newest
+        ``keep`` entries or those younger than ``keep_ms`` (one of them, checked by
+        ``check_history``); how many were (or would be) removed. No group: nothing.
+
+        A broker that records its trims (Redis, memory: every trim but a dry run)
+        shows them in ``stats(stream).trimmed``; one that cannot keep a history of
+        some kind raises ``Unsupported``.
+        """
         ...
 
 

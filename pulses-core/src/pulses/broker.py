@@ -50,6 +50,7 @@ from pulses._broker import (
     StreamAdmin,
     StreamStats,
     Subscription,
+    TrimStats,
     check_publish,
 )
 from pulses._codec import (
@@ -63,6 +64,7 @@ from pulses._hookspecs import BrokerFactory, Register, hookimpl
 from pulses._idempotency import DEFAULT_KEY_WINDOW_MS, check_codec, check_keys, check_window
 from pulses._names import check_name, check_streams
 from pulses._public import claim as _claim
+from pulses._retention import check_history
 from pulses._urls import redact_secrets, url_secrets
 
 __all__ = [
@@ -80,7 +82,9 @@ __all__ = [
     "StreamAdmin",
     "StreamStats",
     "Subscription",
+    "TrimStats",
     "check_codec",
+    "check_history",
     "check_keys",
     "check_name",
     "check_publish",
