@@ -28,7 +28,9 @@ from pulses.broker import (
     DEFAULT_KEY_WINDOW_MS,
     Capabilities,
     Subscription,
+    TrimStats,
     check_codec,
+    check_history,
     check_keys,
     check_publish,
     check_streams,
@@ -38,7 +40,7 @@ from pulses.broker import (
 )
 from pulses_memory._clock import Clock, SystemClock
 from pulses_memory._consumer import RELEASED, MemoryConsumer
-from pulses_memory._store import Store, Stream
+from pulses_memory._store import Store, Stream, Trims
 
 __all__ = ["MemoryBroker", "MemorySubscription", "parse_memory_url"]
 
@@ -305,8 +307,25 @@ class MemoryBroker:
                     consumers=tuple(consumers),
                 )
             )
+        trims = target.trims
+        trimmed = (
+            None
+            if trims is None
+            else TrimStats(
+                trims.removed,
+                trims.last_removed,
+                max(0, now - trims.last_ms),
+                trims.keep,
+                trims.keep_ms,
+            )
+        )
         return StreamStats(
-            stream, len(target.keys), len(target.scheduled), len(target.dead), tuple(groups)
+            stream,
+            len(target.keys),
+            len(target.scheduled),
+            len(target.dead),
+            tuple(groups),
+            trimmed,
         )
 
     async def dead_letters(self, stream: str, *, limit: int = 100) -> list[DeadLetterRecord]:
@@ -350,13 +369,32 @@ class MemoryBroker:
             return count
         return sum(target.dead.pop(dead_id, None) is not None for dead_id in ids)
 
-    async def trim(self, stream: str, *, dry_run: bool = False) -> int:
+    async def trim(
+        self,
+        stream: str,
+        *,
+        dry_run: bool = False,
+        keep: int | None = None,
+        keep_ms: int | None = None,
+    ) -> int:
+        """Remove the oldest entries every group has acknowledged, but the newest ``keep``
+        or those younger than ``keep_ms``; a trim that is no dry run is recorded."""
         self._check_open(f"trim stream {stream!r}")
+        check_history(keep, keep_ms)
         target = self._store.streams.get(stream)
-        if target is None:
+        # Without a group, nothing is known to be acknowledged: jobs published before
+        # the first worker must survive.
+        if target is None or not target.groups:
             return 0
         # A group's retry stream needs no trim: its entries are deleted as they settle.
-        return _trim(target, dry_run=dry_run)
+        now = self._store.clock.now_ms()
+        count = _trimmable(target, now, keep, keep_ms)
+        if dry_run:
+            return count
+        target.trim_oldest(count)
+        total = count + (target.trims.removed if target.trims else 0)
+        target.trims = Trims(total, count, now, keep, keep_ms)
+        return count
 
     # -- closing ----------------------------------------------------------------------
 
@@ -382,17 +420,18 @@ class MemoryBroker:
             raise BrokerClosed(f"cannot {operation}: the broker {self.url} is closed")
 
 
-def _trim(stream: Stream, *, dry_run: bool) -> int:
-    # Without a group, nothing is known to be acknowledged: jobs published before the
-    # first worker must survive.
-    if not stream.groups:
-        return 0
+def _trimmable(stream: Stream, now: int, keep: int | None, keep_ms: int | None) -> int:
+    """How many of the oldest entries may go: all below what any group still needs,
+    but the newest ``keep`` or those younger than ``keep_ms``."""
     bound = stream.oldest_needed()
     if bound is None:
         bound = (stream.last_id[0], stream.last_id[1] + 1)
-    if dry_run:
-        return bisect_left(stream.keys, bound)
-    return stream.trim_below(bound)
+    if keep_ms is not None:
+        bound = min(bound, (now - keep_ms, 0))
+    count = bisect_left(stream.keys, bound)
+    if keep is not None:
+        count = min(count, max(0, len(stream.keys) - keep))
+    return count
 
 
 _CAPABILITIES = Capabilities(

@@ -17,7 +17,7 @@ from pulses import DeadLetterRecord, Envelope
 from pulses.broker import decode_fields
 from pulses_memory._clock import Clock, wake
 
-__all__ = ["Counters", "Group", "Pending", "Store", "Stream", "parse_id"]
+__all__ = ["Counters", "Group", "Pending", "Store", "Stream", "Trims", "parse_id"]
 
 Key = tuple[int, int]
 """An entry id as (milliseconds, sequence), which orders like Redis ids."""
@@ -58,6 +58,18 @@ class Group:
 
 
 @dataclass(slots=True)
+class Trims:
+    """What trimming removed from one stream: in total, and at the last trim."""
+
+    removed: int
+    last_removed: int
+    last_ms: int
+    """When the last trim ran, in clock ms."""
+    keep: int | None
+    keep_ms: int | None
+
+
+@dataclass(slots=True)
 class Counters:
     """Settlements of one group on one stream, kept with the settlement itself."""
 
@@ -73,7 +85,17 @@ class Stream:
     holds that group's delayed retries.
     """
 
-    __slots__ = ("counters", "dead", "entries", "groups", "key", "keys", "last_id", "scheduled")
+    __slots__ = (
+        "counters",
+        "dead",
+        "entries",
+        "groups",
+        "key",
+        "keys",
+        "last_id",
+        "scheduled",
+        "trims",
+    )
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -84,6 +106,8 @@ class Stream:
         self.last_id: Key = (0, 0)
         self.counters: dict[str, Counters] = {}
         self.dead: dict[str, tuple[DeadLetterRecord, Sequence[bytes]]] = {}
+        self.trims: Trims | None = None
+        """What trimming removed so far; None until the first trim."""
 
     def next_id(self, now: int) -> tuple[Key, str]:
         """A new id above every earlier one, even when the clock stands still or steps back."""
@@ -113,13 +137,11 @@ class Stream:
         del self.keys[bisect_left(self.keys, key)]
         return True
 
-    def trim_below(self, bound: Key) -> int:
-        """Remove the entries with ids below ``bound``; how many."""
-        cut = bisect_left(self.keys, bound)
-        for key in self.keys[:cut]:
+    def trim_oldest(self, count: int) -> None:
+        """Remove the ``count`` oldest entries."""
+        for key in self.keys[:count]:
             del self.entries[key]
-        del self.keys[:cut]
-        return cut
+        del self.keys[:count]
 
     def oldest_needed(self) -> Key | None:
         """The lowest id some group still has pending or unread; None when no group has."""

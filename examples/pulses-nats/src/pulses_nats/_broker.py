@@ -37,6 +37,7 @@ from pulses.broker import (
     Capabilities,
     Subscription,
     check_codec,
+    check_history,
     check_keys,
     check_publish,
     check_streams,
@@ -548,9 +549,20 @@ class NatsBroker:
                 removed += await self._delete(names.dead, int(dead_id), what)
         return removed
 
-    async def trim(self, stream: str, *, dry_run: bool = False) -> int:
-        """Remove the messages below every group's ack floor (all acknowledged)."""
+    async def trim(
+        self,
+        stream: str,
+        *,
+        dry_run: bool = False,
+        keep: int | None = None,
+        keep_ms: int | None = None,
+    ) -> int:
+        """Remove the messages below every group's ack floor (all acknowledged), but
+        the newest ``keep`` sequence numbers; an age (``keep_ms``) is unsupported."""
         self.check_open(f"trim stream {stream!r}")
+        check_history(keep, keep_ms)
+        if keep_ms is not None:
+            raise Unsupported("the NATS example broker trims by count (keep), not by age")
         what = f"trim stream {stream!r}"
         names = Names.of(stream)
         groups = await self._list(f"CONSUMER.LIST.{names.main}", "consumers", what)
@@ -561,6 +573,8 @@ class NatsBroker:
         if info is None:
             return 0
         first = int(info["state"].get("first_seq", 0))
+        if keep is not None:
+            floor = min(floor, int(info["state"].get("last_seq", 0)) - keep)
         if floor < first:
             return 0
         if dry_run:
