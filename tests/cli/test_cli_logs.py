@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
@@ -111,6 +112,31 @@ async def test_json_logs_are_one_object_per_line_with_the_messages_fields(
     assert "Traceback" in raised["exception"]
     [handled] = [r for r in records if r["message"] == "handled"]
     assert (handled["logger"], handled["order"]) == ("pulses.handler.Judge", "A-1")
+
+
+def test_a_worker_started_while_the_broker_is_down_says_so_at_once(
+    spawn: Spawn, judge: str
+) -> None:
+    # Nothing listens on port 1. The reminders every 30 s are tested with a moved clock
+    # (tests/core/test_runtime_logs.py); here, the first report and a clean stop.
+    worker = spawn(
+        "worker", judge, "--url", "redis://:hunter2@127.0.0.1:1/0", "--log-format", "json"
+    )
+    assert worker.stderr is not None
+    seen = ""
+    while "creating the consumer group failed" not in seen:  # pytest's timeout bounds it
+        line = worker.stderr.readline()
+        assert line, f"exited before reporting the broker: {seen}"
+        seen += line
+    worker.send_signal(signal.SIGTERM)
+    _, rest = worker.communicate(timeout=30)
+    assert worker.returncode == 0, seen + rest
+    records = json_lines(seen + rest)
+    [down] = [r for r in records if "failed, retrying" in r["message"]]
+    assert down["level"] == "WARNING"
+    assert "handler Judge: creating the consumer group failed" in down["message"]
+    assert "127.0.0.1:1" in down["message"]
+    assert "hunter2" not in seen + rest
 
 
 def test_a_command_error_is_a_json_line_too(spawn: Spawn, judge: str) -> None:
