@@ -21,7 +21,7 @@ import signal
 import time
 from typing import Any
 
-from pulses import Ack, App, Broker, Context, Envelope, Handler, Outcome, Retry
+from pulses import Ack, App, Broker, Context, Envelope, Handler, Outcome, Retention, Retry
 from pulses_redis import RedisBroker
 
 _ENV = os.environ
@@ -122,6 +122,9 @@ _app_settings: dict[str, Any] = {
     }.items()
     if (value := _setting(name, tuned)) is not None
 }
+if _ENV.get("FAULT_RETENTION"):  # "keep:interval_ms" (the CLI's --retention has no interval)
+    _keep, _every = _ENV["FAULT_RETENTION"].split(":")
+    _app_settings["retention"] = Retention(keep=int(_keep), interval_ms=int(_every))
 _broker = RedisBroker.from_url(_ENV["PULSES_URL"])
 _subscription = _broker.subscription(_ENV.get("FAULT_GROUP", "g"))
 app = App(_broker, _subscription, **_app_settings).register(Faulty())

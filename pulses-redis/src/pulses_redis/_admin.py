@@ -10,7 +10,7 @@ from typing import Any
 from redis import exceptions as rx
 
 from pulses import ConsumerInfo, DeadLetterRecord, GroupStats, StreamStats
-from pulses.broker import redelivery_fields
+from pulses.broker import TrimStats, check_history, redelivery_fields
 from pulses_redis._connection import Connection
 from pulses_redis._dead import message_id, original_fields, parse, replay_target
 from pulses_redis._keys import StreamKeys, hash_tag_base
@@ -20,6 +20,8 @@ from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, ru
 __all__ = ["AdminFacet"]
 
 _PAGE = 1000
+_TRIM_CHUNK = 10_000
+"""Entries one call of a trim may remove: Redis's own bound for ``XTRIM ... ~``."""
 _RETRY_KEY = re.compile(r".*:retry:(.+)", re.DOTALL)
 
 
@@ -68,25 +70,27 @@ class AdminFacet:
         async with self._conn.errors(
             "reading stats",
             stream=stream,
-            keys={stream: "stream", keys.delayed: "zset", keys.dead: "stream"},
+            keys={stream: "stream", keys.delayed: "zset", keys.dead: "stream", keys.trims: "hash"},
         ):
-            length, delayed, dead, infos = await run_pipeline(
+            length, delayed, dead, infos, trims, now = await run_pipeline(
                 self._conn.client,
                 [
                     ("XLEN", stream),
                     ("ZCARD", keys.delayed),
                     ("XLEN", keys.dead),
                     ("XINFO", "GROUPS", stream),
+                    ("HGETALL", keys.trims),
+                    ("TIME",),
                 ],
             )
-            for result in (length, delayed, dead):
+            for result in (length, delayed, dead, trims, now):
                 if isinstance(result, Exception):
                     raise result
             groups = [] if isinstance(infos, rx.ResponseError) and _no_key(infos) else infos
             if isinstance(groups, Exception):
                 raise groups
             stats = [await self._group_stats(stream, _pairs(info)) for info in groups]
-        return StreamStats(stream, length, delayed, dead, stats)
+        return StreamStats(stream, length, delayed, dead, stats, _trim_stats(_pairs(trims), now))
 
     async def _group_stats(self, stream: str, info: dict[bytes, Any]) -> GroupStats:
         group = info[b"name"].decode()
@@ -111,7 +115,9 @@ class AdminFacet:
                 raise result
         counters = {k.decode(): int(v) for k, v in _pairs(counts).items()}
         lag = await self._lag(stream, info)
-        retry_info = next((_pairs(i) for i in _ok(retry_infos) if i[1] == info[b"name"]), None)
+        # A group that Pulses did not create (XGROUP CREATE by hand) has no retry stream.
+        retry_groups = [g for found in _ok([retry_infos]) for g in found]
+        retry_info = next((_pairs(g) for g in retry_groups if g[1] == info[b"name"]), None)
         if retry_info is not None:
             lag += await self._lag(keys.retry, retry_info)
         summaries = _ok(rest[:2])
@@ -240,15 +246,66 @@ class AdminFacet:
                 removed = 0
         return removed
 
-    async def trim(self, stream: str, *, dry_run: bool = False) -> int:
-        """Remove the entries every group has acknowledged; never a blind MAXLEN.
+    async def trim(
+        self,
+        stream: str,
+        *,
+        dry_run: bool = False,
+        keep: int | None = None,
+        keep_ms: int | None = None,
+    ) -> int:
+        """Remove the oldest entries every group has acknowledged, but the newest ``keep``
+        or those younger than ``keep_ms``; never a blind MAXLEN.
 
-        A group's retry stream needs no trim: its entries are deleted as they settle.
+        Whole listpack nodes go first, ``_TRIM_CHUNK`` entries per call, so the server
+        never stalls on a long trim and each call recomputes what the groups still
+        need; one exact call then removes the rest. A group's retry stream needs no
+        trim: its entries are deleted as they settle.
         """
         self._conn.check(f"trimming stream {stream!r}")
-        async with self._conn.errors("trimming", stream=stream, keys={stream: "stream"}):
-            removed: int = await run_script(self._conn.client, TRIM, [stream], [int(dry_run)])
-        return removed
+        check_history(keep, keep_ms)
+        keys = StreamKeys(stream)
+        history = ["" if keep is None else keep, "" if keep_ms is None else keep_ms]
+        client = self._conn.client
+        async with self._conn.errors(
+            "trimming", stream=stream, keys={stream: "stream", keys.trims: "hash"}
+        ):
+            if dry_run:
+                would: int = await run_script(
+                    client, TRIM, [stream, keys.trims], [1, *history, 0, 0, 0]
+                )
+                return would
+            removed = 0
+            while True:
+                chunk: int = await run_script(
+                    client, TRIM, [stream, keys.trims], [0, *history, _TRIM_CHUNK, removed, 0]
+                )
+                if not chunk:
+                    break
+                removed += chunk
+            rest: int = await run_script(
+                client, TRIM, [stream, keys.trims], [0, *history, 0, removed, 1]
+            )
+        return removed + rest
+
+
+def _trim_stats(record: dict[bytes, bytes], now: Sequence[bytes]) -> TrimStats | None:
+    """The trim record of a stream (see ``StreamKeys.trims``), its age by Redis time."""
+    if b"last_ms" not in record:
+        return None
+    now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+
+    def number(field: bytes) -> int | None:
+        value = record.get(field, b"")
+        return int(value) if value else None
+
+    return TrimStats(
+        removed=number(b"removed") or 0,
+        last_removed=number(b"last_removed") or 0,
+        last_ago_ms=max(0, now_ms - int(record[b"last_ms"])),
+        keep=number(b"keep"),
+        keep_ms=number(b"keep_ms"),
+    )
 
 
 def _pairs(flat: Sequence[Any]) -> dict[bytes, Any]:

@@ -43,6 +43,7 @@ class StreamKeys:
         "retry",
         "retry_delayed",
         "stream",
+        "trims",
     )
 
     def __init__(self, stream: str, group: str = "") -> None:
@@ -54,6 +55,10 @@ class StreamKeys:
         """Dead-letter records of every group on the stream (a stream)."""
         self.delayed = f"{base}:delayed"
         """Delayed publishes, scored by due time in ms (a sorted set)."""
+        self.trims = f"{base}:trimmed"
+        """What trims removed (a hash): ``removed`` in total; of the last trim
+        ``last_ms`` (Redis time), ``last_removed`` and the history it kept, ``keep`` or
+        ``keep_ms``."""
         self.retry = f"{base}:retry:{group}"
         """Due retries of this group only (a stream only this group reads)."""
         self.retry_delayed = f"{base}:retry-delayed:{group}"

@@ -418,10 +418,14 @@ return n
 TRIM = Script(
     "trim",
     """
--- Remove the entries every group has acknowledged: MINID is the oldest entry any group
--- still has pending or not yet read. No group: nothing is removed (jobs published before
--- the first worker must wait for it). KEYS: stream. ARGV: '1' for a dry run.
--- Returns the number removed (or that would be).
+-- Remove the oldest entries every group has acknowledged: below the oldest entry any
+-- group still has pending or not yet read, and below the history to keep. No group:
+-- nothing is removed (jobs published before the first worker must wait for it).
+-- KEYS: stream, trim record (a hash). ARGV: '1' for a dry run; keep (a count, or '');
+-- keep_ms (an age, or ''); limit: 0 removes exactly, N > 0 only whole nodes of the
+-- stream, at most N entries (cheap, and a bounded pause for the server); removed by
+-- earlier calls of this trim; '1' to record the trim. Returns the number removed (or
+-- that would be).
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local function parse(id)
   local dash = string.find(id, '-', 1, true)
@@ -432,27 +436,62 @@ local function less(a, b)
   local bm, bs = parse(b)
   return am < bm or (am == bm and as < bs)
 end
-local min_id = nil
+local function after(id)
+  local ms, seq = parse(id)
+  return string.format('%.0f-%.0f', ms, seq + 1)
+end
+local bound = nil
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local info = {}
   for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
-  local ms, seq = parse(info['last-delivered-id'])
-  local keep = string.format('%.0f-%.0f', ms, seq + 1)
+  local keep = after(info['last-delivered-id'])
   if tonumber(info['pending']) > 0 then
     local oldest = redis.call('XPENDING', KEYS[1], info['name'])[2]
     if less(oldest, keep) then keep = oldest end
   end
-  if min_id == nil or less(keep, min_id) then min_id = keep end
+  if bound == nil or less(keep, bound) then bound = keep end
 end
-if min_id == nil then return 0 end
-if ARGV[1] ~= '1' then return redis.call('XTRIM', KEYS[1], 'MINID', min_id) end
-local count, start = 0, '-'
-while true do  -- a dry run: count what would go, a page at a time
-  local page = redis.call('XRANGE', KEYS[1], start, '(' .. min_id, 'COUNT', 1000)
-  count = count + #page
-  if #page < 1000 then return count end
-  start = '(' .. page[#page][1]
+if bound == nil then return 0 end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if ARGV[3] ~= '' then
+  local young = string.format('%.0f-0', math.max(0, now - tonumber(ARGV[3])))
+  if less(young, bound) then bound = young end
 end
+local most = nil  -- with a count to keep: at most this many may go
+if ARGV[2] ~= '' then most = math.max(0, redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])) end
+local removed = 0
+if ARGV[1] == '1' then  -- a dry run: count what would go, a page at a time
+  local start = '-'
+  while most == nil or removed < most do
+    local page = redis.call('XRANGE', KEYS[1], start, '(' .. bound, 'COUNT', 1000)
+    removed = removed + #page
+    if #page < 1000 then break end
+    start = '(' .. page[#page][1]
+  end
+  if most ~= nil and removed > most then removed = most end
+  return removed
+end
+local limit = tonumber(ARGV[4])
+if most ~= nil and limit > 0 then limit = math.min(limit, most) end
+if most == 0 then
+  removed = 0
+elseif limit > 0 then
+  -- Whole nodes only, so never an entry at or above the bound; LIMIT counts entries.
+  removed = redis.call('XTRIM', KEYS[1], 'MINID', '~', bound, 'LIMIT', limit)
+elseif most ~= nil then
+  -- What the whole-node calls left below the bound: less than a node, or ``most``.
+  local page = redis.call('XRANGE', KEYS[1], '-', '(' .. bound, 'COUNT', most)
+  if #page > 0 then removed = redis.call('XTRIM', KEYS[1], 'MINID', after(page[#page][1])) end
+else
+  removed = redis.call('XTRIM', KEYS[1], 'MINID', bound)
+end
+if removed > 0 then redis.call('HINCRBY', KEYS[2], 'removed', removed) end
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[2], 'last_ms', now, 'last_removed', tonumber(ARGV[5]) + removed,
+    'keep', ARGV[2], 'keep_ms', ARGV[3])
+end
+return removed
 """,
 )
 
