@@ -131,6 +131,7 @@ def test_names_shared_by_the_application_and_plugin_apis_are_defined_in_the_plug
         "GroupStats",
         "StreamAdmin",
         "StreamStats",
+        "TrimStats",
     ]
     for export in shared:
         assert getattr(pulses, export) is getattr(pulses.broker, export)

@@ -11,7 +11,7 @@ def test_public_names_are_pinned() -> None:
         "Envelope", "GroupStats", "Handler", "HandlerStats", "HandlerTimeout", "InvalidName",
         "InvalidURL", "Middleware", "Outcome", "PayloadError", "PluginConflict", "Publishing",
         "PulsesError", "Retention", "Retry", "RunStats", "SettleError", "Stream",
-        "StreamAdmin", "StreamStats", "UnknownScheme", "Unsupported", "connect",
+        "StreamAdmin", "StreamStats", "TrimStats", "UnknownScheme", "Unsupported", "connect",
         "observe_publishes", "plugin_manager", "redact_url", "run_until_drained", "wake",
     ]  # fmt: skip
 

@@ -51,6 +51,7 @@ from pulses.broker import (
     GroupStats,
     StreamAdmin,
     StreamStats,
+    TrimStats,
 )
 
 if typing.TYPE_CHECKING:  # moved to pulses.broker: typed code that uses them still checks
@@ -114,6 +115,7 @@ __all__ = [
     "Stream",
     "StreamAdmin",
     "StreamStats",
+    "TrimStats",
     "UnknownScheme",
     "Unsupported",
     "connect",

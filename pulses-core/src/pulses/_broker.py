@@ -298,30 +298,45 @@ class GroupStats:
 @dataclass(frozen=True, slots=True)
 class TrimStats:
     """What ``StreamAdmin.trim`` (a worker's retention, ``pulses trim``) removed from a
-    stream, as the broker recorded it."""
+    stream, as the broker recorded it.
+
+    :ivar removed: Entries removed by every trim so far.
+    :ivar last_removed: Entries removed by the last trim.
+    :ivar last_ago_ms: How long ago the last trim ran, in milliseconds.
+    :ivar keep: The history the last trim left, as a count of entries; None when it
+        was given as an age.
+    :ivar keep_ms: The history the last trim left, as an age in milliseconds; None
+        when it was given as a count. Neither: the last trim found no acknowledged
+        entry.
+    """
 
     removed: int
-    """Entries removed by every trim so far."""
     last_removed: int
-    """Entries removed by the last trim."""
     last_ago_ms: int
-    """How long ago the last trim ran, in milliseconds."""
     keep: int | None = None
-    """The history the last trim left: a count of entries, ..."""
     keep_ms: int | None = None
-    """... or an age in milliseconds (neither: no acknowledged entry)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StreamStats:
+    """One stream, as ``StreamAdmin.stats`` sees it.
+
+    :ivar stream: The stream's name.
+    :ivar length: Entries stored in the stream now.
+    :ivar delayed: Delayed publishes not yet in the stream.
+    :ivar dead_letters: Dead-letter records stored now (``replay`` and ``purge`` lower
+        it).
+    :ivar groups: One ``GroupStats`` per consumer group of the stream.
+    :ivar trimmed: What trims removed so far; None: never trimmed (or the broker keeps
+        no record).
+    """
+
     stream: str
     length: int
     delayed: int
-    """Delayed publishes not yet in the stream."""
     dead_letters: int
     groups: Sequence[GroupStats]
     trimmed: TrimStats | None = None
-    """What trims removed so far; None: never trimmed (or the broker keeps no record)."""
 
 
 @dataclass(frozen=True, slots=True)

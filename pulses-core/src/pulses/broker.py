@@ -17,10 +17,10 @@ An application needs none of this; ``pulses`` is its API. A broker plugin finds 
 - the hook: ``hookimpl``, ``Register`` and ``BrokerFactory``.
 
 What both sides use stays in ``pulses``: ``Envelope``, the outcomes, the errors and
-``redact_url``. Six names are in both modules, because an application holds them too:
+``redact_url``. Seven names are in both modules, because an application holds them too:
 ``Broker`` (what ``pulses.connect`` returns, and ``Handler[Broker[Any]]`` for a handler
 that runs on any broker), ``StreamAdmin`` (``isinstance(broker, StreamAdmin)`` before
-admin calls from code) and the four values its methods return. They are defined here, so
+admin calls from code) and the five values its methods return. They are defined here, so
 their ``__module__`` is ``pulses.broker``; ``pulses`` re-exports them.
 
 The conformance suite that proves a broker keeps this contract is
