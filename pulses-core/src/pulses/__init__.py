@@ -4,8 +4,8 @@ This is the API of an application. What only a broker plugin needs is the plugin
 ``pulses.broker``; test helpers are in ``pulses.testing``.
 """
 
-import typing
-import warnings
+import typing as _typing
+import warnings as _warnings
 
 from pulses._app import App
 from pulses._cancel import CancellationToken
@@ -54,7 +54,7 @@ from pulses.broker import (
     TrimStats,
 )
 
-if typing.TYPE_CHECKING:  # moved to pulses.broker: typed code that uses them still checks
+if _typing.TYPE_CHECKING:  # moved to pulses.broker: typed code that uses them still checks
     from pulses.broker import DEFAULT_KEY_WINDOW_MS as DEFAULT_KEY_WINDOW_MS
     from pulses.broker import BrokerFactory as BrokerFactory
     from pulses.broker import Capabilities as Capabilities
@@ -154,11 +154,11 @@ _MOVED_TO_BROKER = frozenset(
 with a warning that names their new home."""
 
 
-if not typing.TYPE_CHECKING:  # hidden from type checkers, which then flag misspelt names
+if not _typing.TYPE_CHECKING:  # hidden from type checkers, which then flag misspelt names
 
     def __getattr__(name: str) -> object:
         if name in _MOVED_TO_BROKER:
-            warnings.warn(
+            _warnings.warn(
                 f"pulses.{name} is deprecated; import it from pulses.broker",
                 DeprecationWarning,
                 stacklevel=2,
