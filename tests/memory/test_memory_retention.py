@@ -4,6 +4,7 @@ entry some group has not acknowledged), by a running app and by ``trim``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from pulses import (
     Ack,
     App,
+    BrokerError,
     CancellationToken,
     ConfigurationError,
     Context,
@@ -23,8 +25,9 @@ from pulses import (
     Retention,
     Retry,
 )
+from pulses._retention import start_keeper, stop_keeper
 from pulses.cli import _retention, main
-from pulses_memory import ManualClock, MemoryBroker, MemoryConsumer
+from pulses_memory import ManualClock, MemoryBroker, MemoryConsumer, SystemClock
 
 DEADLINE = 10.0
 
@@ -227,3 +230,53 @@ def test_worker_retention_option_reads_off_a_count_or_an_age(
 def test_worker_retention_option_refuses_anything_else_naming_the_forms() -> None:
     with pytest.raises(click.BadParameter, match="neither off, a count"):
         _retention("a day")
+
+
+class _Flaky(MemoryBroker):
+    """Trims fail the first three times, as while Redis restarts."""
+
+    failures = 3
+
+    async def trim(
+        self,
+        stream: str,
+        *,
+        dry_run: bool = False,
+        keep: int | None = None,
+        keep_ms: int | None = None,
+    ) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise BrokerError("connection refused")
+        return await super().trim(stream, dry_run=dry_run, keep=keep, keep_ms=keep_ms)
+
+
+async def test_a_failing_trim_is_logged_once_and_its_recovery_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "pulses.retention")
+    async with _Flaky() as broker:
+        consumer = broker.consumer(broker.subscription("g"), ["jobs"], handler="H")
+        await consumer.ensure()
+        await broker.publish_many("jobs", [b"x"] * 5)
+        await consumer.settle([(e, Ack()) for e in await _fetch(consumer, 5)])
+        token = CancellationToken()
+        keeper = start_keeper(
+            broker, ["jobs"], Retention(keep=0, interval_ms=5), SystemClock(), token
+        )
+
+        async def trimmed() -> bool:
+            return (await broker.stats("jobs")).length == 0
+
+        await _wait("a trim after the failures", trimmed)
+        token.cancel()
+        await stop_keeper(keeper)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno > logging.INFO]
+    assert lines == [
+        (
+            "WARNING",
+            "retention: trimming stream jobs failed, trying again every 0.005s: "
+            "BrokerError: connection refused",
+        )
+    ]
+    assert "retention: trimming stream jobs works again" in caplog.messages

@@ -12,9 +12,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import final
+from typing import Any, final
 
-from pulses._broker import StreamAdmin
+from pulses._broker import Broker, StreamAdmin
 from pulses._cancel import CancellationToken
 from pulses._clock import Clock, wake
 from pulses._errors import ConfigurationError, Unsupported
@@ -89,7 +89,7 @@ acknowledged yet."""
 
 
 def start_keeper(
-    broker: object,
+    broker: Broker[Any],
     streams: Sequence[str],
     retention: Retention | None,
     clock: Clock,
@@ -99,7 +99,7 @@ def start_keeper(
     cannot trim (no admin facet)."""
     if retention is None:
         return None
-    if not isinstance(broker, StreamAdmin):
+    if not (broker.capabilities.admin and isinstance(broker, StreamAdmin)):
         logger.info("retention: the broker cannot trim streams (it has no admin facet)")
         return None
     return asyncio.create_task(keep_trimmed(broker, streams, retention, clock, token))
@@ -110,8 +110,16 @@ async def stop_keeper(keeper: asyncio.Task[None] | None) -> None:
     if keeper is None:
         return
     await asyncio.wait([keeper], timeout=_STOP_GRACE)
+    if keeper.done():
+        if not keeper.cancelled() and (exc := keeper.exception()) is not None:
+            logger.error("retention: the keeper failed", exc_info=exc)
+        return
     keeper.cancel()
-    await asyncio.gather(keeper, return_exceptions=True)
+    # A cancel that lands inside a redis-py call can be swallowed there (redis-py#2028):
+    # a keeper still running a second later is left behind rather than hanging the stop.
+    await asyncio.wait([keeper], timeout=1.0)
+    if not keeper.done():
+        logger.error("retention: the trim under way did not stop when cancelled; left behind")
 
 
 async def keep_trimmed(
@@ -147,7 +155,7 @@ async def keep_trimmed(
             except Exception as exc:
                 if stream not in failing:
                     logger.warning(
-                        "retention: trimming stream %s failed, trying again every %.0fs: %s: %s",
+                        "retention: trimming stream %s failed, trying again every %gs: %s: %s",
                         stream,
                         retention.interval_ms / 1000,
                         type(exc).__name__,
