@@ -19,6 +19,7 @@ from pulses import (
     CancellationToken,
     ConfigurationError,
     Context,
+    DeadLetter,
     Envelope,
     Handler,
     Outcome,
@@ -280,3 +281,21 @@ async def test_a_failing_trim_is_logged_once_and_its_recovery_once(
         )
     ]
     assert "retention: trimming stream jobs works again" in caplog.messages
+
+
+async def test_a_trim_leaves_delayed_retries_and_dead_letters_whole() -> None:
+    async with MemoryBroker() as broker:
+        consumer = broker.consumer(broker.subscription("g"), ["jobs"], handler="H")
+        await consumer.ensure()
+        await broker.publish_many("jobs", [b"later", b"dead", b"done"])
+        got = await _fetch(consumer, 3)
+        await consumer.settle(
+            [(got[0], Retry(60_000)), (got[1], DeadLetter("bad")), (got[2], Ack())]
+        )
+
+        assert await broker.trim("jobs") == 3
+        stats = await broker.stats("jobs")
+        assert (stats.length, stats.groups[0].delayed, stats.dead_letters) == (0, 1, 1)
+        await broker.replay("jobs")
+        [again] = await _fetch(consumer, 1)
+        assert (again.payload, again.deliveries) == (b"dead", 1)

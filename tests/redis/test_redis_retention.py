@@ -8,7 +8,18 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from pulses import Ack, App, CancellationToken, Context, Envelope, Handler, Outcome, Retention
+from pulses import (
+    Ack,
+    App,
+    CancellationToken,
+    Context,
+    DeadLetter,
+    Envelope,
+    Handler,
+    Outcome,
+    Retention,
+    Retry,
+)
 from pulses_redis import RedisBroker, RedisConsumer
 from redis_helpers import fetch_n, raw
 
@@ -182,3 +193,21 @@ async def test_with_retention_off_a_running_app_trims_nothing(
         await run
     stats = await broker.stats(stream)
     assert (stats.length, stats.trimmed) == (3000, None)
+
+
+async def test_a_trim_leaves_delayed_retries_and_dead_letters_whole(
+    broker: RedisBroker, name: str
+) -> None:
+    stream = f"{name}:side"
+    consumer = broker.consumer(broker.subscription("g"), [stream], handler="H")
+    await consumer.ensure()
+    await broker.publish_many(stream, [b"later", b"dead", b"done"])
+    got = await fetch_n(consumer, 3)
+    await consumer.settle([(got[0], Retry(60_000)), (got[1], DeadLetter("bad")), (got[2], Ack())])
+
+    assert await broker.trim(stream) == 3  # every original is settled: all may go
+    stats = await broker.stats(stream)
+    assert (stats.length, stats.groups[0].delayed, stats.dead_letters) == (0, 1, 1)
+    await broker.replay(stream)
+    [again] = await fetch_n(consumer, 1)
+    assert (again.payload, again.deliveries) == (b"dead", 1)
