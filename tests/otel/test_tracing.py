@@ -3,6 +3,7 @@ exporter: one trace per message from publish through retries and dead-letter rep
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 import uuid
@@ -231,3 +232,28 @@ def test_importing_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(ImportError, match=r"pip install 'pulses-core\[otel\]'"):
         importlib.import_module("pulses.otel")
+
+
+async def test_a_handler_cancelled_at_its_timeout_ends_its_span_as_an_error(
+    exporter: InMemorySpanExporter,
+) -> None:
+    broker = MemoryBroker()
+    jobs = stream_named()
+
+    class Slow(Handler[MemoryBroker, str]):
+        STREAM = jobs
+        TIMEOUT = 0.05
+        MAX_DELIVERIES = 1
+
+        async def handle(self, ctx: Context[MemoryBroker], msg: Envelope[str]) -> Outcome:
+            await asyncio.sleep(30)
+            return Ack()
+
+    app = App(broker, broker.subscription("g"), middleware=[tracing(provider_for(exporter))])
+    app.register(Slow())
+    await jobs.publish(broker, "hello")
+    stats = await run_until_drained(app)
+    assert (stats.total.timed_out, stats.total.dead_lettered) == (1, 1)
+    [process] = named(exporter.get_finished_spans(), f"process {jobs}")
+    assert process.status.status_code is StatusCode.ERROR
+    assert process.status.description == "cancelled: TIMEOUT or shutdown"
