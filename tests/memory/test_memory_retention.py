@@ -203,13 +203,19 @@ def test_info_shows_what_trims_removed_and_the_history_they_kept() -> None:
     runner = CliRunner()
     before = runner.invoke(main, ["info", f"memory://{name}", "orders"])
     assert "  never trimmed\n" in before.output
+    trimmed = runner.invoke(main, ["trim", f"memory://{name}", "orders", "--keep", "10"])
+    assert (trimmed.exit_code, trimmed.output) == (0, "removed 20 acknowledged entries of orders\n")
+    line = runner.invoke(main, ["info", f"memory://{name}", "orders"]).output.splitlines()[1]
+    assert line.startswith("  trimmed 20 in total, 20 by the last trim ")
+    assert line.endswith(" ago, which kept the newest 10 entries")
     trimmed = runner.invoke(main, ["trim", f"memory://{name}", "orders"])
     assert trimmed.exit_code == 0, trimmed.output
-    after = runner.invoke(main, ["info", f"memory://{name}", "orders"])
-    assert after.exit_code == 0, after.output
-    line = after.output.splitlines()[1]
-    assert line.startswith("  trimmed 30 in total, 30 by the last trim ")
+    line = runner.invoke(main, ["info", f"memory://{name}", "orders"]).output.splitlines()[1]
+    assert line.startswith("  trimmed 30 in total, 10 by the last trim ")
     assert line.endswith(" ago, which kept no acknowledged entry")
+    bad = runner.invoke(main, ["trim", f"memory://{name}", "orders", "--keep", "a day"])
+    assert bad.exit_code != 0
+    assert "'--keep'" in bad.output
 
 
 @pytest.mark.parametrize(

@@ -209,7 +209,7 @@ _AGE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-def _retention(spec: str) -> pulses.Retention | None:
+def _retention(spec: str, option: str = "--retention") -> pulses.Retention | None:
     """``--retention``: ``off``, a count of entries (``1000``), or an age (``24h``)."""
     text = spec.strip().lower()
     if text == "off":
@@ -220,7 +220,7 @@ def _retention(spec: str) -> pulses.Retention | None:
     if age is None:
         raise click.BadParameter(
             f"{spec!r} is neither off, a count of entries (1000) nor an age (90s, 30m, 24h, 7d)",
-            param_hint="'--retention'",
+            param_hint=f"'{option}'",
         )
     return pulses.Retention(keep_ms=round(float(age[1]) * _MS[age[2]]))
 
@@ -936,11 +936,28 @@ def dlq_purge(url: str, stream: str, ids: tuple[str, ...], everything: bool, yes
     show_envvar=True,
     help="Count what would go, remove nothing.",
 )
-def trim(url: str, stream: str, dry_run: bool) -> None:
-    """Remove entries of STREAM that every consumer group has acknowledged."""
+@click.option(
+    "--keep",
+    default=None,
+    envvar="PULSES_KEEP",
+    show_envvar=True,
+    metavar="COUNT|AGE",
+    help="Leave the newest entries: a count (1000) or an age (24h) [default: none].",
+)
+def trim(url: str, stream: str, dry_run: bool, keep: str | None) -> None:
+    """Remove entries of STREAM that every consumer group has acknowledged, oldest
+    first, but the history given by --keep (what a worker's retention does)."""
+    history = None if keep is None else _retention(keep, "--keep")
+    if keep is not None and history is None:
+        raise click.BadParameter("'off' keeps everything: nothing to trim", param_hint="'--keep'")
 
     async def go(admin: StreamAdmin) -> None:
-        count = await admin.trim(stream, dry_run=dry_run)
+        count = await admin.trim(
+            stream,
+            dry_run=dry_run,
+            keep=history.keep if history else None,
+            keep_ms=history.keep_ms if history else None,
+        )
         verb = "would remove" if dry_run else "removed"
         click.echo(
             f"{verb} {_count(count, 'acknowledged entry', 'acknowledged entries')} of {stream}"
