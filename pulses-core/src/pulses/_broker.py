@@ -306,8 +306,8 @@ class TrimStats:
     :ivar keep: The history the last trim left, as a count of entries; None when it
         was given as an age.
     :ivar keep_ms: The history the last trim left, as an age in milliseconds; None
-        when it was given as a count. Neither: the last trim found no acknowledged
-        entry.
+        when it was given as a count. Neither: the last trim left no acknowledged
+        entry (``pulses trim`` without ``--keep``, ``Retention()``).
     """
 
     removed: int
