@@ -1,5 +1,6 @@
 """The package as a user meets it: installed into a fresh venv and found by its scheme,
-and the README's quick start, which prints on NATS what it prints on memory."""
+the conformance kit run there with its one command, and the README's quick start, which
+prints on NATS what it prints on memory."""
 
 from __future__ import annotations
 
@@ -34,12 +35,13 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-@pytest.mark.timeout(600)
-def test_a_fresh_venv_finds_the_broker_by_its_scheme(
-    nats_server: NatsServer, tmp_path: Path
-) -> None:
-    venv.create(tmp_path / "venv", with_pip=True)
-    python = str(tmp_path / "venv" / "bin" / "python")
+@pytest.fixture(scope="module")
+def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The python of a fresh venv with this package, pulses-core (and its kit's extra)
+    and the memory broker installed."""
+    where = tmp_path_factory.mktemp("fresh")
+    venv.create(where / "venv", with_pip=True)
+    python = str(where / "venv" / "bin" / "python")
     subprocess.run(  # noqa: S603  (our own arguments)
         [
             python,
@@ -49,7 +51,7 @@ def test_a_fresh_venv_finds_the_broker_by_its_scheme(
             "--quiet",
             "--disable-pip-version-check",
             "-e",
-            str(REPO / "pulses-core"),
+            f"{REPO / 'pulses-core'}[conformance]",
             "-e",
             str(REPO / "pulses-memory"),
             "-e",
@@ -58,8 +60,15 @@ def test_a_fresh_venv_finds_the_broker_by_its_scheme(
         check=True,
         timeout=540,
     )
+    return python
+
+
+@pytest.mark.timeout(600)
+def test_a_fresh_venv_finds_the_broker_by_its_scheme(
+    nats_server: NatsServer, fresh_python: str, tmp_path: Path
+) -> None:
     out = subprocess.run(  # noqa: S603
-        [python, "-c", _CHECK, nats_server.url],
+        [fresh_python, "-c", _CHECK, nats_server.url],
         capture_output=True,
         text=True,
         timeout=30,
@@ -71,6 +80,38 @@ def test_a_fresh_venv_finds_the_broker_by_its_scheme(
     assert "nats" in out[2], out[2]  # the installed schemes, listed in UnknownScheme
     assert "memory" in out[2], out[2]
     assert all(PASSWORD not in line for line in out)
+
+
+@pytest.mark.timeout(600)
+def test_the_kits_one_command_passes_on_nats_skipping_only_by_capability_or_harness(
+    nats_server: NatsServer, fresh_python: str, tmp_path: Path
+) -> None:
+    # From a directory with no pytest configuration: pytest-asyncio's default (strict)
+    # mode, as an author who just installed the kit has it.
+    done = subprocess.run(  # noqa: S603
+        [
+            *(fresh_python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"),
+            *("-o", "asyncio_default_fixture_loop_scope=function"),
+            *("--pyargs", "pulses.testing.kit"),
+            *("--pulses-url", f"{nats_server.url}?ack_wait_ms=1000"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        cwd=tmp_path,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    skipped = [line for line in out.splitlines() if line.startswith("SKIPPED")]
+    assert all(
+        "needs Capabilities." in line or "does not implement BrokerHarness." in line
+        for line in skipped
+    ), skipped
+    summary = out.splitlines()[-1]
+    assert " passed" in summary, summary
+    assert " failed" not in summary, summary
+    assert " error" not in summary, summary
+    assert PASSWORD not in out
 
 
 def _quickstart(url: str | None) -> list[str]:
