@@ -57,6 +57,11 @@ class Retention:
     86_400_000)``: entries younger than a day stay; ``Retention()``: nothing that every
     group has acknowledged stays. Entries some group has not acknowledged always stay.
     Each stream is trimmed when the app starts, then every ``interval_ms``.
+
+    :ivar keep: How many of the newest entries stay; None: no count.
+    :ivar keep_ms: How old, in milliseconds, an entry may be and stay; None: no age.
+        Give one of ``keep`` and ``keep_ms``, or neither.
+    :ivar interval_ms: Milliseconds between two trims of a stream by one app.
     """
 
     keep: int | None = None
