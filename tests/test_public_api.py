@@ -32,6 +32,7 @@ PUBLIC_MODULES = (
     "pulses.broker",
     "pulses.testing",
     "pulses.testing.conformance",
+    "pulses.prometheus",
     "pulses_memory",
     "pulses_memory.testing",
     "pulses_redis",

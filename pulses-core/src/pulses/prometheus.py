@@ -27,6 +27,9 @@ except ImportError as exc:  # pragma: no cover - the tests run with the extra in
     ) from exc
 
 from pulses._metrics import Metrics, PulsesCollector
+from pulses._public import claim as _claim
 from pulses._stats import DURATION_BUCKETS
 
 __all__ = ["DURATION_BUCKETS", "Metrics", "PulsesCollector"]
+
+_claim(__name__, globals())
