@@ -257,3 +257,22 @@ async def test_a_handler_cancelled_at_its_timeout_ends_its_span_as_an_error(
     [process] = named(exporter.get_finished_spans(), f"process {jobs}")
     assert process.status.status_code is StatusCode.ERROR
     assert process.status.description == "cancelled: TIMEOUT or shutdown"
+
+
+async def test_without_middleware_a_publish_adds_no_headers(broker: Broker[Any]) -> None:
+    jobs = stream_named()
+    seen: list[dict[str, str]] = []
+
+    class Record(Handler[Broker[Any], str]):
+        STREAM = jobs
+
+        async def handle(self, ctx: Context[Broker[Any]], msg: Envelope[str]) -> Outcome:
+            seen.append(dict(msg.headers))
+            return Ack()
+
+    tracing(provider_for(InMemorySpanExporter()))  # built, never registered: no effect
+    app = App(broker, broker.subscription("g")).register(Record())
+    await jobs.publish(broker, "plain")
+    await jobs.publish(broker, "own", headers={"tenant": "acme"})
+    await run_until_drained(app)
+    assert sorted(seen, key=len) == [{}, {"tenant": "acme"}]
