@@ -468,6 +468,7 @@ class BrokerConformance:
     async def test_a_mixed_batch_settle_applies_each_outcome_and_a_bad_item_loses_no_other(
         self, broker: Broker[Any], names: _Names
     ) -> None:
+        _require(broker, "dead_letters")
         c1 = await _ready(broker, names.g, "c1", names.s)
         await broker.publish_many(names.s, [b"ack", b"drop", b"retry", b"dead", b"early"])
         ack, drop, retry, dead, early = await _fetch_n(c1, 5)
@@ -688,6 +689,7 @@ class BrokerConformance:
         self, broker: Broker[Any], names: _Names
     ) -> None:
         admin = _require_admin(broker)
+        _require(broker, "dead_letters")
         c1 = await _ready(broker, names.g, "c1", names.s)
         await broker.publish_many(names.s, [b"one", b"two", b"three"], headers=HEADERS)
         one, two, three = await _fetch_n(c1, 3)
@@ -731,6 +733,7 @@ class BrokerConformance:
         self, broker: Broker[Any], names: _Names
     ) -> None:
         admin = _require_admin(broker)
+        _require(broker, "dead_letters")
         c1 = await _ready(broker, names.g, "c1", names.s)
         billing = await _ready(broker, names.g2, "b1", names.s)
         await broker.publish(names.s, b"charge", headers=HEADERS)
@@ -1061,6 +1064,7 @@ class BrokerConformance:
         self, harness: BrokerHarness, broker: Broker[Any], names: _Names
     ) -> None:
         admin = _require_admin(broker)
+        _require(broker, "dead_letters")
         caps = broker.capabilities
         c1 = await _ready(broker, names.g, "c1", names.s)
         c2 = await _ready(broker, names.g, "c2", names.s)
@@ -1128,6 +1132,7 @@ class BrokerConformance:
         self, broker: Broker[Any], names: _Names
     ) -> None:
         admin = _require_admin(broker)
+        _require(broker, "dead_letters")
         points = Stream(names.s, _Point)
         as_msgpack = Stream(names.s, _Point, codec="msgpack")
         seen: list[_Point] = []
