@@ -1,4 +1,4 @@
-"""Sessions: tests (CPython 3.11-3.13), lint, typecheck, docs, faults (3.11); bench.
+"""Sessions: tests (CPython 3.11-3.13), lint, typecheck, docs, faults, cluster (3.11); bench.
 
 In CI (``CI=true``) every session runs on every Python it names, and a missing one fails
 the run; elsewhere a machine without, say, 3.12 runs the others.
@@ -17,7 +17,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 PACKAGES = ["-e", "./pulses-core", "-e", "./pulses-memory", "-e", "./pulses-redis"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs", "faults", "nats"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "faults", "cluster", "nats"]
 nox.options.error_on_missing_interpreters = os.environ.get("CI", "").lower() in {"1", "true"}
 nox.options.reuse_venv = "yes"
 
@@ -49,10 +49,10 @@ def _install(session: nox.Session, *groups: str) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Every test but the fault cases (the faults session runs those); real-Redis tests
-    start their own redis-server."""
+    """Every test but the fault cases and the cluster tests (their own sessions run
+    those); real-Redis tests start their own redis-server."""
     _install(session, "test")
-    session.run("pytest", "--ignore=tests/faults", *session.posargs)
+    session.run("pytest", "--ignore=tests/faults", "--ignore=tests/cluster", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -92,6 +92,15 @@ def faults(session: nox.Session) -> None:
     session.env.update(PULSES_FAULTS="all", PULSES_FAULT_SEEDS="1,2,3")
     session.run("pytest", "tests/faults", *session.posargs)
     session.run("python", "tests/faults/summarize.py")
+
+
+@nox.session(python="3.11")
+def cluster(session: nox.Session) -> None:
+    """On a local Redis Cluster of real redis-servers (3 masters, 3 replicas) and a
+    Sentinel set-up the tests start: the conformance suite, the quick start and the
+    fault cases (a master killed, a worker killed, a slot resharded under load)."""
+    _install(session, "test")
+    session.run("pytest", "tests/cluster", *session.posargs)
 
 
 @nox.session(python="3.11")

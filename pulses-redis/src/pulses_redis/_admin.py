@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
+from redis.asyncio.cluster import RedisCluster
 
 from pulses import ConsumerInfo, DeadLetterRecord, GroupStats, StreamStats
 from pulses.broker import TrimStats, check_history, redelivery_fields
@@ -15,7 +16,15 @@ from pulses_redis._connection import Connection
 from pulses_redis._dead import message_id, original_fields, parse, replay_target
 from pulses_redis._keys import StreamKeys, hash_tag_base
 from pulses_redis._packed import pack
-from pulses_redis._scripts import PURGE, REPLAY, TRIM, command, run_pipeline, run_script
+from pulses_redis._scripts import (
+    PURGE,
+    REPLAY,
+    TRIM,
+    Client,
+    command,
+    run_pipeline,
+    run_script,
+)
 
 __all__ = ["AdminFacet"]
 
@@ -35,15 +44,7 @@ class AdminFacet:
         self._conn.check("streams")
         client = self._conn.client
         async with self._conn.errors("listing streams"):
-            keys: list[str] = []
-            cursor: Any = 0
-            while True:
-                cursor, batch = await command(
-                    client, "SCAN", cursor, "COUNT", _PAGE, "TYPE", "stream"
-                )
-                keys += [key.decode(errors="replace") for key in batch]
-                if int(cursor) == 0:
-                    break
+            keys = await _stream_keys(client)
             infos = await run_pipeline(client, [("XINFO", "GROUPS", key) for key in keys])
         existing = set(keys)
         found: set[str] = set()
@@ -287,6 +288,22 @@ class AdminFacet:
                 client, TRIM, [stream, keys.trims], [0, *history, 0, removed, 1]
             )
         return removed + rest
+
+
+async def _stream_keys(client: Client) -> list[str]:
+    """Every key that holds a stream, by SCAN; on a cluster, SCAN of every master."""
+    scanners = client.get_primaries() if isinstance(client, RedisCluster) else [client]
+    keys: list[str] = []
+    for scanner in scanners:
+        cursor: Any = 0
+        while True:
+            cursor, batch = await scanner.execute_command(
+                "SCAN", cursor, "COUNT", _PAGE, "TYPE", "stream"
+            )
+            keys += [key.decode(errors="replace") for key in batch]
+            if int(cursor) == 0:
+                break
+    return keys
 
 
 def _trim_stats(record: dict[bytes, bytes], now: Sequence[bytes]) -> TrimStats | None:

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from redis.asyncio import Redis
-
 from pulses import ConfigurationError, ConnectionLost
 from pulses.broker import (
     DEFAULT_KEY_WINDOW_MS,
@@ -33,6 +31,7 @@ from pulses_redis._scripts import (
     PUBLISH_ONCE,
     SCHEDULE,
     Arg,
+    Client,
     command,
     run_pipeline,
     run_script,
@@ -82,7 +81,7 @@ class RedisBroker(AdminFacet):
     the broker then owns it: it takes raw replies for stream commands and closes it.
     """
 
-    def __init__(self, client: Redis, *, url: str | None = None) -> None:
+    def __init__(self, client: Client, *, url: str | None = None) -> None:
         self._conn = Connection(client, url)
 
     @classmethod

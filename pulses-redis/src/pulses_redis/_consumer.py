@@ -6,7 +6,9 @@ The life of a message on Redis:
   ``{stream}:delayed`` sorted set until the mover appends it).
 - ``fetch`` reads new entries with ``XREADGROUP ... >`` over the handler's streams and
   their group's retry streams, fairly and never more than asked in total (a Lua script
-  for small batches, one plain XREADGROUP per key for big ones). The same round trip
+  for small batches, one plain XREADGROUP per key for big ones). On a Redis Cluster a
+  script or a read may touch one slot only: the keys are read per slot (a stream and
+  its retry stream share one), and a blocking read waits on every slot at once. The same round trip
   runs the mover of due delayed entries, at most every ``_MOVE_EVERY`` while messages
   flow. The entries are now in the group's pending list under this consumer's name.
 - While the handler runs, ``extend`` renews their idle time (``XCLAIM ... JUSTID`` of
@@ -23,13 +25,14 @@ The life of a message on Redis:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import exceptions as rx
@@ -132,7 +135,11 @@ class RedisConsumer:
         self._next_move = 0.0
         self._wake_at = math.inf
         self._closed = False
-        timeout = conn.client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._blocking: dict[int, asyncio.Task[Any]] = {}
+        """A blocking read per cluster slot, kept across fetches until it returns: the
+        entries a read took are pending under this consumer, so it is never cancelled
+        while the consumer lives."""
+        timeout = conn.socket_timeout
         # A blocking read must end before the socket timeout, or it reads as a stall.
         self._max_block_ms = (
             2**31 if timeout is None else max(100, int((timeout - BLOCK_MARGIN) * 1000))
@@ -199,9 +206,12 @@ class RedisConsumer:
         self._check("fetch")
         if max_count <= 0:
             return []
-        if self._stash:
-            return [self._stash.popleft() for _ in range(min(max_count, len(self._stash)))]
         try:
+            if self._blocking:
+                async with self._scope("fetching"):
+                    self._stash.extend(self._collect())
+            if self._stash:
+                return [self._stash.popleft() for _ in range(min(max_count, len(self._stash)))]
             result: list[Envelope] = await self._healing(
                 "fetching", self._fetch, max_count, block_ms
             )
@@ -241,18 +251,52 @@ class RedisConsumer:
         if block <= 0:
             return []
         count = max(1, max_count // len(reads))
-        reply = await command(
-            self._conn.client,
-            "XREADGROUP", "GROUP", self._group, self._name, "COUNT", count, "BLOCK", block,
-            "STREAMS", *[r.key for r in reads], *[">"] * len(reads),
-        )  # fmt: skip
-        envelopes = self._envelopes(reply) if reply else []
+        slots = _by_slot(reads, self._conn.slot)
+        if len(slots) == 1 and not self._blocking:
+            reply = await self._block_read(reads, count, block)
+            envelopes = self._envelopes(reply) if reply else []
+        else:
+            for slot, part in slots.items():
+                if slot not in self._blocking:
+                    self._blocking[slot] = asyncio.create_task(self._block_read(part, count, block))
+            await asyncio.wait(
+                list(self._blocking.values()),
+                timeout=block / 1000,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            envelopes = self._collect()
         if len(envelopes) > max_count:
             # COUNT is per stream: with fewer slots than streams, several streams filling
             # at once return more than asked. Keep the rest for the next fetch (they are
             # extended and released like the handed-out ones meanwhile).
             self._stash.extend(envelopes[max_count:])
             del envelopes[max_count:]
+        return envelopes
+
+    async def _block_read(self, reads: Sequence[_Read], count: int, block: int) -> Any:
+        return await command(
+            self._conn.client,
+            "XREADGROUP", "GROUP", self._group, self._name, "COUNT", count, "BLOCK", block,
+            "STREAMS", *[r.key for r in reads], *[">"] * len(reads),
+        )  # fmt: skip
+
+    def _collect(self) -> list[Envelope]:
+        """What the finished blocking reads took; the first error after keeping the rest."""
+        envelopes: list[Envelope] = []
+        error: BaseException | None = None
+        for slot, task in list(self._blocking.items()):
+            if not task.done():
+                continue
+            del self._blocking[slot]
+            if task.cancelled():
+                continue
+            if (exc := task.exception()) is not None:
+                error = error or exc
+            elif reply := task.result():
+                envelopes += self._envelopes(reply)
+        if error is not None:
+            self._stash.extend(envelopes)
+            raise error
         return envelopes
 
     async def _released(self, max_count: int) -> list[Envelope]:
@@ -285,7 +329,13 @@ class RedisConsumer:
                 for read, share in shares.items()
             ]
         else:
-            commands.append(READ.call([r.key for r in reads], [group, name, max_count]))
+            # Per slot on a cluster (one call on one server): a fair part of max_count
+            # each, the slot that comes first in this fetch's rotation first.
+            parts = list(_by_slot(reads, self._conn.slot).values())
+            each, extra = divmod(max_count, len(parts))
+            for i, part in enumerate(parts):
+                if count := each + int(i < extra):
+                    commands.append(READ.call([r.key for r in part], [group, name, count]))
         results = await run_pipeline(self._conn.client, commands)
         reply: list[Any] = []
         for result in results[moves:]:
@@ -595,6 +645,14 @@ class RedisConsumer:
         if self._conn.closed:
             return
         try:
+            blocking = list(self._blocking.values())
+            for task in blocking:
+                task.cancel()
+            await asyncio.gather(*blocking, return_exceptions=True)
+            try:
+                self._stash.extend(self._collect())
+            finally:
+                self._blocking.clear()
             if self._stash:
                 await self._release(list(self._stash))
                 self._stash.clear()
@@ -606,6 +664,15 @@ class RedisConsumer:
                 await run_pipeline(self._conn.client, commands)
         except Exception as exc:  # closing is best effort; what we own stays pending
             logger.debug("closing consumer %r of group %r: %r", self._name, self._group, exc)
+
+
+def _by_slot(reads: Sequence[_Read], slot: Callable[[str], int]) -> dict[int, list[_Read]]:
+    """The reads grouped by cluster slot, in order of first appearance (one group on one
+    server, where every key is in slot 0)."""
+    groups: dict[int, list[_Read]] = {}
+    for read in reads:
+        groups.setdefault(slot(read.key), []).append(read)
+    return groups
 
 
 def _shares(reads: Sequence[_Read], max_count: int) -> dict[_Read, int]:

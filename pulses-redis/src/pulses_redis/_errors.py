@@ -6,11 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
 from redis import exceptions as rx
-from redis.asyncio import Redis
 
 from pulses import BrokerError, ConnectionLost, PulsesError
 from pulses.broker import redact_secrets
-from pulses_redis._scripts import failed_call
+from pulses_redis._scripts import Client, failed_call
 
 __all__ = ["ErrorMap", "is_nogroup"]
 
@@ -20,6 +19,18 @@ def is_nogroup(exc: BaseException) -> bool:
     return isinstance(exc, rx.ResponseError) and "NOGROUP" in str(exc)
 
 
+def _failing_over(exc: BaseException) -> bool:
+    """A cluster or replica state that passes within seconds: the command did not run."""
+    if isinstance(exc, rx.ClusterDownError | rx.TryAgainError | rx.SlotNotCoveredError):
+        return True
+    if isinstance(exc, rx.ClusterError) and "TTL exhausted" in str(exc):
+        return True  # redirected over and over while a slot migrates
+    if isinstance(exc, rx.RedisClusterException) and "cannot be connected" in str(exc):
+        return True  # no seed node answered while asked for the slots
+    # A master just demoted to a replica, or a replica that lost its master.
+    return str(exc).startswith(("READONLY", "MASTERDOWN", "LOADING"))
+
+
 class ErrorMap:
     """``async with errors("reading", stream=..., group=..., keys=...)`` re-raises any
     redis-py (or socket) exception as a :class:`pulses.PulsesError` that names what was
@@ -27,7 +38,7 @@ class ErrorMap:
 
     __slots__ = ("_client", "_secrets", "_url")
 
-    def __init__(self, client: Redis, url: str, secrets: Iterable[str]) -> None:
+    def __init__(self, client: Client, url: str, secrets: Iterable[str]) -> None:
         self._client = client
         self._url = url
         self._secrets = tuple(secrets)
@@ -58,6 +69,16 @@ class ErrorMap:
                 f"{scope.action} {where}: lost the connection to Redis at {self._url} ({detail})"
             )
         message = str(exc)
+        if _failing_over(exc):
+            return ConnectionLost(
+                f"{scope.action} {where}: Redis at {self._url} is failing over or moving "
+                f"slots; try again shortly ({detail})"
+            )
+        if isinstance(exc, rx.MovedError | rx.AskError):  # followed by a cluster client
+            return BrokerError(
+                f"{scope.action} {where}: Redis at {self._url} is a node of a Redis Cluster; "
+                "connect with redis+cluster://host:port,host:port/ instead"
+            )
         if "WRONGTYPE" in message and scope.keys:
             wrong = await self._wrong_types(scope.keys)
             if wrong:
@@ -132,5 +153,6 @@ class _Scope:
     ) -> None:
         if exc is None or isinstance(exc, PulsesError):
             return
-        if isinstance(exc, rx.RedisError | OSError):
+        # RedisClusterException (no RedisError): a slot no master serves, say.
+        if isinstance(exc, rx.RedisError | rx.RedisClusterException | OSError):
             raise await self.map.translate(exc, self) from exc

@@ -1,4 +1,6 @@
-"""Registers the Redis broker for ``redis://``, ``rediss://`` and ``unix://`` URLs.
+"""Registers the Redis broker for ``redis://``, ``rediss://`` and ``unix://`` URLs, and
+for a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``) or a Sentinel-managed
+master (``redis+sentinel://``, ``rediss+sentinel://``).
 
 Cheap to import: redis-py is imported only when a URL is connected.
 """
@@ -12,7 +14,10 @@ from pulses.broker import Register, hookimpl
 if TYPE_CHECKING:
     from pulses_redis._broker import RedisBroker
 
-__all__ = ["register_brokers"]
+__all__ = ["CLUSTER_SCHEMES", "SENTINEL_SCHEMES", "register_brokers"]
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 
 async def _connect(url: str) -> RedisBroker:
@@ -23,6 +28,6 @@ async def _connect(url: str) -> RedisBroker:
 
 @hookimpl
 def register_brokers(register: Register) -> None:
-    """Claim the schemes of redis-py's URL grammar."""
-    for scheme in ("redis", "rediss", "unix"):
+    """Claim the schemes of redis-py's URL grammar, and those of a cluster and Sentinel."""
+    for scheme in ("redis", "rediss", "unix", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES):
         register(scheme, _connect)

@@ -16,7 +16,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from redis import exceptions as rx
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from pulses_redis._packed import PACK_ABOVE, PACKED
@@ -38,6 +40,7 @@ __all__ = [
     "RETRY",
     "SCHEDULE",
     "TRIM",
+    "Client",
     "Script",
     "failed_call",
     "run_pipeline",
@@ -45,6 +48,8 @@ __all__ = [
 ]
 
 Arg = str | bytes | int
+Client = Redis | RedisCluster
+"""One server (or a Sentinel-managed master), or a Redis Cluster."""
 
 
 class Script:
@@ -575,15 +580,20 @@ def failed_call(message: str) -> str | None:
     return f"{what} (line {number} of the Pulses script {script.name!r})"
 
 
-async def command(client: Redis, *args: Arg) -> Any:
+async def command(client: Client, *args: Arg) -> Any:
     """One raw command; its reply as the server sent it (no redis-py callback applies)."""
-    # redis-py leaves execute_command untyped
-    return await client.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves execute_command untyped
+    return await client.execute_command(*args)
 
 
-async def _load(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> None:
+async def _load(client: Client, commands: Sequence[tuple[Arg, ...]]) -> None:
     # After a restart or SCRIPT FLUSH the server has forgotten every script.
     shas = {str(command[1]) for command in commands if command[0] == "EVALSHA"}
+    if isinstance(client, RedisCluster):
+        # Onto every master: a new one (a promoted replica, a node added by a reshard)
+        # may lack them.
+        for sha in shas:
+            await client.script_load(_BY_SHA[sha].source)
+        return
     pipe = client.pipeline(transaction=False)
     for sha in shas:
         pipe.execute_command("SCRIPT", "LOAD", _BY_SHA[sha].source)
@@ -591,7 +601,7 @@ async def _load(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> None:
 
 
 async def run_script(
-    client: Redis, script: Script, keys: Sequence[str], args: Sequence[Arg] = ()
+    client: Client, script: Script, keys: Sequence[str], args: Sequence[Arg] = ()
 ) -> Any:
     """Call one script, loading it first if the server does not have it."""
     call = script.call(keys, args)
@@ -602,7 +612,7 @@ async def run_script(
         return await command(client, *call)
 
 
-async def run_pipeline(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
+async def run_pipeline(client: Client, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
     """Run commands in one pipeline (not a transaction); a result that is an error is
     returned as the exception. Scripts the server lost are loaded and run again: a
     NOSCRIPT reply means that script did not run."""
@@ -616,11 +626,30 @@ async def run_pipeline(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> li
     return results
 
 
-async def _execute(client: Redis, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
+async def _execute(client: Client, commands: Sequence[tuple[Arg, ...]]) -> list[Any]:
     if not commands:
         return []
     pipe = client.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)
-    results: list[Any] = await pipe.execute(raise_on_error=False)
+    if not isinstance(client, RedisCluster):
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+    try:
+        results = await pipe.execute(raise_on_error=False)
+    except (rx.ConnectionError, rx.TimeoutError):
+        _reload_topology(client)
+        raise
+    if any(isinstance(result, rx.ClusterDownError) for result in results):
+        _reload_topology(client)
     return results
+
+
+def _reload_topology(client: RedisCluster) -> None:
+    """Have the next command ask the cluster which node serves which slot again.
+
+    A single command that finds its node gone does this itself, but a pipeline (with
+    redis-py's retries off, see _connection.py) does not: without it, every pipeline
+    would go to a dead master forever while its replica has long taken over.
+    """
+    client._initialize = True  # redis-py's own flag; there is no public way to set it

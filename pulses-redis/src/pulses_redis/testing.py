@@ -17,6 +17,12 @@ A pytest fixture for a whole session::
         with pulses_redis.testing.redis_url() as url:
             yield url
 
+A local Redis Cluster (three masters, a replica each) of such servers, created with
+``redis-cli --cluster create``::
+
+    with redis_cluster() as cluster:
+        broker = await RedisBroker.connect(cluster.url)  # redis+cluster://...
+
 This module imports neither redis-py nor pytest.
 """
 
@@ -32,7 +38,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["RedisServer", "find_redis_server", "redis_server", "redis_url"]
+__all__ = [
+    "LocalCluster",
+    "RedisServer",
+    "find_redis_server",
+    "redis_cluster",
+    "redis_server",
+    "redis_url",
+]
 
 _LOG = "redis-server.log"
 
@@ -44,6 +57,13 @@ def find_redis_server() -> str:
         raise FileNotFoundError(
             "no redis-server on PATH (install Redis, or set REDIS_URL to a Redis to use)"
         )
+    return binary
+
+
+def _redis_cli() -> str:
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        raise FileNotFoundError("no redis-cli on PATH (it comes with redis-server)")
     return binary
 
 
@@ -164,6 +184,18 @@ class RedisServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def _start(server: RedisServer) -> None:
+    for attempt in range(3):
+        try:
+            server.start()
+            return
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            # Another process may have taken the free port before the server bound it.
+            server.port = _free_port()
+
+
 @contextmanager
 def redis_server(extra: Sequence[str] = (), *, appendonly: bool = False) -> Iterator[RedisServer]:
     """A started :class:`RedisServer` in a temporary directory; stopped and removed on exit.
@@ -173,15 +205,7 @@ def redis_server(extra: Sequence[str] = (), *, appendonly: bool = False) -> Iter
     binary = find_redis_server()
     with tempfile.TemporaryDirectory(prefix="pulses-redis-") as directory:
         server = RedisServer(binary, Path(directory), extra, appendonly=appendonly)
-        for attempt in range(3):
-            try:
-                server.start()
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-                # Another process may have taken the free port before the server bound it.
-                server.port = _free_port()
+        _start(server)
         try:
             yield server
         finally:
@@ -198,3 +222,187 @@ def redis_url() -> Iterator[str]:
         return
     with redis_server() as server:
         yield server.url
+
+
+class LocalCluster:
+    """A Redis Cluster of :class:`RedisServer` processes on loopback: ``masters`` masters
+    with ``replicas`` replicas each, every node in its own subdirectory of ``directory``.
+
+    ``node_timeout_ms`` is Redis's ``cluster-node-timeout``: how long a master may be
+    unreachable before its replica is promoted.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        *,
+        masters: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 2000,
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.replicas = replicas
+        self.nodes: list[RedisServer] = []
+        for i in range(masters * (1 + replicas)):
+            home = directory / f"node-{i}"
+            home.mkdir()
+            options = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(node_timeout_ms),
+                *extra,
+            ]
+            self.nodes.append(RedisServer(binary, home, options))
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` with every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes) + "/"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every node, create the cluster and return once every node reports
+        ``cluster_state:ok`` and agrees on the slots."""
+        for node in self.nodes:
+            _start(node)
+        # No shell; redis-cli comes from PATH like redis-server.
+        created = subprocess.run(  # noqa: S603
+            [
+                _redis_cli(),
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(
+                f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}"
+            )
+        self.wait_ok(timeout)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every running node reports ``cluster_state:ok``, with every slot
+        served by a master that every node knows, and every replica has synced with its
+        master (one that has not would refuse to take over)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [n for n in self.nodes if n.process is not None]
+            states = [self.info(n) for n in running]
+            roles = [self.cli(n, "INFO", "replication") for n in running]
+            if all(
+                "cluster_state:ok" in s and "cluster_slots_ok:16384" in s for s in states
+            ) and all("role:master" in r or "master_link_status:up" in r for r in roles):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster is not ok after {timeout}s: {states}")
+            time.sleep(0.1)
+
+    def info(self, node: RedisServer) -> str:
+        """``CLUSTER INFO`` of one node ('' when it does not answer)."""
+        return self.cli(node, "CLUSTER", "INFO")
+
+    def cli(self, node: RedisServer, *args: str) -> str:
+        """A command sent to one node with redis-cli; its output ('' when it fails)."""
+        done = subprocess.run(  # noqa: S603
+            [_redis_cli(), "-h", "127.0.0.1", "-p", str(node.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return done.stdout if done.returncode == 0 else ""
+
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are masters now (a promoted replica counts)."""
+        return [
+            n
+            for n in self.nodes
+            if n.process is not None and "role:master" in self.cli(n, "INFO", "replication")
+        ]
+
+    def node_id(self, node: RedisServer) -> str:
+        return self.cli(node, "CLUSTER", "MYID").strip()
+
+    def slot_of(self, key: str) -> int:
+        running = next(n for n in self.nodes if n.process is not None)
+        return int(self.cli(running, "CLUSTER", "KEYSLOT", key))
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node serving ``key``'s slot now, as a running node sees it."""
+        return self.master_of_slot(self.slot_of(key))
+
+    def master_of_slot(self, slot: int) -> RedisServer:
+        running = next(n for n in self.nodes if n.process is not None)
+        by_port = {n.port: n for n in self.nodes}
+        # CLUSTER NODES: <id> <ip:port@cport> <flags> <master> ... <slot ranges>
+        for line in self.cli(running, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" in fields[2] and "fail" not in fields[2] and _serves(fields, slot):
+                return by_port[int(fields[1].split("@")[0].rsplit(":", 1)[1])]
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def move_slot(self, slot: int, target: RedisServer, batch: int = 10) -> None:
+        """Move ``slot`` with its keys to master ``target`` while clients keep working,
+        as ``redis-cli --cluster reshard`` does: IMPORTING and MIGRATING, MIGRATE the
+        keys a few at a time (clients meanwhile get ASK for moved keys and TRYAGAIN for
+        split multi-key commands), then the new owner on every master."""
+        source = self.master_of_slot(slot)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        self.cli(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        self.cli(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        while keys := self.cli(source, "CLUSTER", "GETKEYSINSLOT", str(slot), str(batch)).split():
+            moved = self.cli(
+                source, "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *keys
+            )
+            if moved.strip() not in ("OK", "NOKEY"):
+                raise RuntimeError(f"MIGRATE of slot {slot} failed: {moved!r}")
+        for node in [target, source, *self.masters()]:
+            self.cli(node, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _serves(fields: list[str], slot: int) -> bool:
+    """Whether a line of CLUSTER NODES lists ``slot`` among its ranges."""
+    for served in fields[8:]:
+        first, _, last = served.partition("-")
+        if first.isdigit() and int(first) <= slot <= int(last or first):
+            return True
+    return False
+
+
+@contextmanager
+def redis_cluster(
+    *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000
+) -> Iterator[LocalCluster]:
+    """A started :class:`LocalCluster` in a temporary directory; stopped and removed on exit.
+
+    ``FileNotFoundError`` without ``redis-server`` and ``redis-cli`` on ``PATH``.
+    """
+    binary = find_redis_server()
+    _redis_cli()
+    with tempfile.TemporaryDirectory(prefix="pulses-cluster-") as directory:
+        cluster = LocalCluster(
+            binary,
+            Path(directory),
+            masters=masters,
+            replicas=replicas,
+            node_timeout_ms=node_timeout_ms,
+        )
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
