@@ -10,11 +10,14 @@ import json
 import os
 import platform
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,8 @@ RESULTS = Path(__file__).parent / "results"
 MAX_IN_FLIGHT = 0
 """The workers' MAX_IN_FLIGHT; 0 leaves the handler's default (``--max-in-flight``)."""
 ROOT = Path(__file__).parent.parent
+SCRAPE_EVERY = 0.1
+"""Seconds between two scrapes of a worker's ``/metrics`` in the Prometheus comparison."""
 STALL_S = 30.0
 """Seconds without a message read or settled after which a worker counts as stuck."""
 
@@ -111,6 +116,7 @@ def _pulses_worker(
     timeout: float | None = None,
     typed: bool = False,
     otel: str | None = None,
+    metrics: bool = False,
 ) -> dict[str, Any]:
     """Drain the stream with ``pulses worker bench.app:app``; SIGTERM once drained.
     ``otel``: ``all`` or ``drop``, the tracing of ``bench/app.py``'s BENCH_OTEL."""
@@ -122,13 +128,17 @@ def _pulses_worker(
             extra["BENCH_OTEL"] = otel
         command = [sys.executable, "-m", "pulses", "worker", "bench.app:app", "-l", "error"]
         command += ["-w", str(processes)] if processes > 1 else []
+        scraper = _Scraper() if metrics else None
+        command += ["--metrics-port", str(scraper.port)] if scraper else []
         process = subprocess.Popen(command, env=_env(url, report, **extra), cwd=ROOT)
         try:
-            with redis.Redis.from_url(url) as client:
+            with redis.Redis.from_url(url) as client, scraper or contextlib.nullcontext():
                 _wait_drained(client, n, process)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
+        if scraper is not None and not scraper.scrapes:
+            raise RuntimeError(f"no scrape of the worker's /metrics succeeded: {scraper.error}")
         reports = [json.loads(p.read_text()) for p in Path(report).glob("*.json")]
     if len(reports) != processes:
         raise RuntimeError(f"expected {processes} worker reports, got {len(reports)}")
@@ -140,6 +150,42 @@ def _pulses_worker(
         "peak_rss_kib": max(r["peak_rss_kib"] for r in reports),
         "latencies_ns": [x for r in reports for x in r["latencies_ns"]],
     }
+
+
+class _Scraper:
+    """Scrapes a worker's ``/metrics`` every SCRAPE_EVERY seconds while a run lasts: far
+    more often than a Prometheus server does (15 s is usual), so that what a scrape
+    costs the worker shows in its rate."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port: int = sock.getsockname()[1]
+        self.scrapes = 0
+        self.error: Exception | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self) -> None:
+        self.thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        if not self.scrapes:  # a run too short for one: the endpoint must answer still
+            self.scrape()
+
+    def run(self) -> None:
+        while not self.stop.wait(SCRAPE_EVERY):
+            self.scrape()
+
+    def scrape(self) -> None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                r.read()
+            self.scrapes += 1
+        except OSError as exc:  # not serving yet
+            self.error = exc
 
 
 def _raw(url: str, mode: str, **popen: Any) -> subprocess.Popen[str]:
@@ -234,6 +280,26 @@ def otel_consume(url: str, n: int, rounds: int) -> dict[str, Any]:
         "all_sampled": _ratio_summary(results, "all", "none"),
         "dropped": _ratio_summary(results, "drop", "none"),
     }
+
+
+def prometheus_consume(url: str, n: int, rounds: int) -> dict[str, Any]:
+    """The worker with ``--metrics-port`` (scraped every SCRAPE_EVERY seconds) against
+    the same worker without, in the order ABBA..., so that neither always runs first."""
+
+    def run(metrics: bool) -> Callable[[], dict[str, Any]]:
+        def drain() -> dict[str, Any]:
+            _fill(url, n)
+            return _pulses_worker(url, n, metrics=metrics)
+
+        return drain
+
+    results: dict[str, list[dict[str, Any]]] = {"metrics": [], "plain": []}
+    for i in range(rounds):
+        order = ["metrics", "plain"][:: 1 if i % 2 == 0 else -1]
+        for name in order:
+            results[name].append(run(name == "metrics")())
+            _say(f"  round {i + 1}/{rounds} {name}: {results[name][-1]['rate']:,.0f}/s")
+    return _ratio_summary(results, "metrics", "plain")
 
 
 async def _typed_publish_many(url: str, n: int, rounds: int) -> dict[str, Any]:
@@ -488,6 +554,16 @@ def _table(results: dict[str, Any]) -> str:
             rows.append(
                 (label, f"{t['ours']:,.0f}/s", f"off: {t['theirs']:,.0f}/s", f"{t['ratio']:.2f}x")
             )
+    if "prometheus_consume" in results:
+        m = results["prometheus_consume"]
+        rows.append(
+            (
+                f"--metrics-port, scraped every {SCRAPE_EVERY:g} s, vs none",
+                f"{m['ours']:,.0f}/s",
+                f"off: {m['theirs']:,.0f}/s",
+                f"{m['ratio']:.2f}x",
+            )
+        )
     lat = results["latency"]
     for q in ("p50_ms", "p99_ms"):
         ours, theirs = lat["pulses"][q], lat["raw"][q]
@@ -556,7 +632,17 @@ def main() -> None:
     MAX_IN_FLIGHT = args.max_in_flight
     parts = set(
         args.only
-        or ["consume", "otel", "typed", "publish", "latency", "scaling", "memory", "backlog"]
+        or [
+            "consume",
+            "otel",
+            "prometheus",
+            "typed",
+            "publish",
+            "latency",
+            "scaling",
+            "memory",
+            "backlog",
+        ]
     )
     results: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
@@ -581,6 +667,9 @@ def main() -> None:
         if "otel" in parts:
             _say(f"otel: {args.n:,} no-op messages, tracing on (all sampled, dropped) vs off")
             results["otel_consume"] = otel_consume(url, args.n, args.rounds)
+        if "prometheus" in parts:
+            _say(f"prometheus: {args.n:,} no-op messages, --metrics-port on vs off")
+            results["prometheus_consume"] = prometheus_consume(url, args.n, args.rounds)
         if "typed" in parts:
             _say(f"typed: {args.n:,} messages of a small struct, typed vs bytes handler")
             results["typed_consume"] = typed_consume(url, args.n, args.rounds)

@@ -14,7 +14,7 @@ that runs an App itself::
         start_http_server(9100)
         await app.run(token)
 
-Every metric, its labels and what to alert on: docs/metrics.md.
+Every metric, its labels and what to alert on: docs/observability.md.
 """
 
 from __future__ import annotations
