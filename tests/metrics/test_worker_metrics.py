@@ -4,6 +4,7 @@ HTTP."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,3 +138,16 @@ def test_a_metrics_port_without_the_extra_names_it(spawn: Spawn, tmp_path: Path)
         check=False,
     )
     assert "pip install 'pulses-core[prometheus]'" in library.stderr
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_metrics_port_in_use_is_an_error_naming_it(spawn: Spawn, processes: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # where the worker binds too
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"STREAM": "unused", "GROUP": "unused"}
+        proc = spawn("worker", "jobs:app", "-w", processes, "--metrics-port", str(port), env=env)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT["failed"], err
+    assert f"cannot serve metrics on port {port}: Address already in use" in err
