@@ -1,4 +1,9 @@
-"""The broker conformance suite, for broker authors (needs pytest and pytest-asyncio).
+"""The broker conformance suite, for broker authors (needs pytest and pytest-asyncio:
+``pip install "pulses-core[conformance]"``).
+
+Subclass ``BrokerConformance`` with a ``harness`` fixture (a ``pytest_asyncio.fixture``
+yielding a ``BrokerHarness``), or run it on an installed broker with no code:
+``pytest --pyargs pulses.testing.kit --pulses-url URL``.
 
 >>> from pulses.testing.conformance import BrokerConformance, BrokerHarness  # doctest: +SKIP
 """
