@@ -112,3 +112,19 @@ def test_the_supervisor_sums_children_and_keeps_the_counts_of_those_gone(tmp_pat
     # A child that exited (the supervisor removed its file) keeps its last counts in the sum.
     (tmp_path / "1001").unlink()
     assert samples(registry)["pulses_messages_settled_total"] == 18
+
+
+async def test_a_scrape_from_the_apps_own_loop_does_not_wait_and_the_next_one_has_figures() -> None:
+    broker = MemoryBroker()
+    app = App(broker, broker.subscription("g")).register(Noop())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(pulses.prometheus.PulsesCollector(app, broker_timeout=5.0))
+    await broker.publish("jobs", b"x")
+    started = time.monotonic()
+    assert "pulses_stream_length" not in samples(registry)  # nothing fetched yet
+    assert time.monotonic() - started < 1.0
+    deadline = time.monotonic() + 5
+    while "pulses_stream_length" not in (now := samples(registry)):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)  # the loop runs the fetch the first scrape asked for
+    assert now["pulses_stream_length"] == 1

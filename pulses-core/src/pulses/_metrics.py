@@ -339,23 +339,27 @@ class _BrokerStats:
                     self.pending = asyncio.run_coroutine_threadsafe(coro, self.loop)
                 except RuntimeError:  # the loop closed meanwhile
                     coro.close()
+                else:
+                    # Kept when they come, even after this scrape stopped waiting.
+                    self.pending.add_done_callback(self.store)
             pending = self.pending
         if pending is None or _in_loop(self.loop):
             # Scraped from the loop's own thread, a wait would block the very loop that
             # must answer: the figures come at the next scrape.
             return self.stats
         try:
-            stats = pending.result(self.timeout)
+            return pending.result(self.timeout)
         except concurrent.futures.TimeoutError:
             logger.debug("broker figures: no answer within %.1fs", self.timeout)
-            return self.stats
         except Exception as exc:
             logger.debug("broker figures: %s: %s", type(exc).__name__, exc)
-            return self.stats
+        return self.stats
+
+    def store(self, done: concurrent.futures.Future[list[StreamStats]]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
         with self.lock:
-            if pending is self.pending:
-                self.stats, self.fetched_at = stats, time.monotonic()
-        return stats
+            self.stats, self.fetched_at = done.result(), time.monotonic()
 
     async def fetch(self) -> list[StreamStats]:
         assert self.admin is not None
