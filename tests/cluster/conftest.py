@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from faults.fault_harness import Workers
-from redis_cluster import LocalCluster, start_cluster
+from redis_cluster import LocalCluster, LocalSentinel, start_cluster, start_sentinel
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +34,13 @@ def fresh_cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[[LocalCluster, int], Workers]]:
-    """``workers(cluster, n)``: n ``pulses worker fault_app:app`` processes on the
-    cluster (tests/faults' harness), all killed at the end."""
+def workers(tmp_path: Path) -> Iterator[Callable[[str, int], Workers]]:
+    """``workers(url, n)``: n ``pulses worker fault_app:app`` processes on the cluster
+    or Sentinel set-up at ``url`` (tests/faults' harness), all killed at the end."""
     made: list[Workers] = []
 
-    def start(cluster: LocalCluster, processes: int) -> Workers:
-        w = Workers(tmp_path, cluster.url)
+    def start(url: str, processes: int) -> Workers:
+        w = Workers(tmp_path, url)
         made.append(w)
         for _ in range(processes):
             w.start()
@@ -49,3 +49,9 @@ def workers(tmp_path: Path) -> Iterator[Callable[[LocalCluster, int], Workers]]:
     yield start
     for w in made:
         w.stop()
+
+
+@pytest.fixture
+def sentinel() -> Iterator[LocalSentinel]:
+    """A master, its replica and three Sentinels, for one case."""
+    yield from start_sentinel()

@@ -9,7 +9,7 @@ import pytest
 
 from pulses import Ack, BrokerError, InvalidURL
 from pulses_redis import RedisBroker
-from redis_cluster import LocalCluster
+from redis_cluster import LocalCluster, LocalSentinel
 from test_examples import EXPECTED, run_quickstart
 
 pytestmark = pytest.mark.cluster
@@ -23,6 +23,22 @@ def _slots(cluster: LocalCluster, keys: list[str]) -> set[int]:
 def test_the_quick_start_runs_unchanged_on_the_cluster_url(cluster: LocalCluster) -> None:
     lines = run_quickstart(cluster.url)
     assert lines[0] == f"broker:         {cluster.url}"
+    for line in EXPECTED:
+        assert line in lines
+
+
+async def test_a_sentinel_url_reaches_the_master_and_the_quick_start_runs_on_it(
+    sentinel: LocalSentinel,
+) -> None:
+    async with await RedisBroker.connect(sentinel.url) as broker:
+        assert broker.url == sentinel.url
+        consumer = broker.consumer(broker.subscription("g"), ["s"], handler="h")
+        await consumer.ensure()
+        published = await broker.publish("s", b"via sentinel")
+        [got] = await consumer.fetch(1, 1000)
+        assert (got.id, got.payload) == (published, b"via sentinel")
+        await consumer.aclose()
+    lines = run_quickstart(sentinel.url)
     for line in EXPECTED:
         assert line in lines
 

@@ -1,7 +1,8 @@
 """Fault cases on a local Redis Cluster, with worker processes as ``pulses worker`` runs
 them (tests/faults' harness): a master SIGKILLed mid-run while jobs flow (its replica is
-promoted), a worker SIGKILLed, a slot moved to another master under load. Each writes a
-record like the cases of tests/faults."""
+promoted), a worker SIGKILLed, a slot moved to another master under load; and the master
+of a Sentinel set-up SIGKILLed mid-run. Each writes a record like the cases of
+tests/faults."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from faults.test_kill import RERUN_BOUND_S, rerun_elsewhere
 from pulses import PulsesError
 from pulses_redis import RedisBroker
 from pulses_redis.testing import RedisServer
-from redis_cluster import LocalCluster
+from redis_cluster import LocalCluster, LocalSentinel
 
 pytestmark = pytest.mark.cluster
 
@@ -96,21 +97,31 @@ def _observer(cluster: LocalCluster) -> redis.Redis:
     return cast("redis.Redis", RedisCluster(host="127.0.0.1", port=node.port))
 
 
-def _replication(cluster: LocalCluster, node: RedisServer) -> dict[str, str]:
-    reply = cluster.cli(node, "INFO", "replication")
-    return dict(line.split(":", 1) for line in reply.split() if ":" in line)
+def _offset(node: RedisServer) -> int:
+    """How far the replication stream of ``node`` (a master or a replica) has come."""
+    reply = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5)
+    try:
+        info = reply.info("replication")
+    finally:
+        reply.close()
+    return int(info.get("slave_repl_offset", info["master_repl_offset"]))
+
+
+def _wait_replicated_to(master: RedisServer, replica: RedisServer) -> None:
+    """Until ``replica`` has every write ``master`` acknowledged so far."""
+    offset = _offset(master)
+    wait_for(lambda: _offset(replica) >= offset, 5, "the replica to catch up", interval=0.002)
 
 
 def _wait_replicated(cluster: LocalCluster, master: RedisServer) -> None:
-    """Until the replica of ``master`` has every write ``master`` acknowledged so far."""
-    offset = int(_replication(cluster, master)["master_repl_offset"])
-
-    def replica_offset() -> int:
-        replica = _replication(cluster, master).get("slave0", "")
-        fields = dict(part.split("=", 1) for part in replica.split(",") if "=" in part)
-        return int(fields.get("offset", -1))
-
-    wait_for(lambda: replica_offset() >= offset, 5, "the replica to catch up", interval=0.002)
+    """Until the replica of cluster ``master`` has every write it acknowledged so far."""
+    replica = next(
+        n
+        for n in cluster.nodes
+        if n.process is not None
+        and f"master_port:{master.port}" in cluster.cli(n, "INFO", "replication")
+    )
+    _wait_replicated_to(master, replica)
 
 
 def _serving(cluster: LocalCluster, key: str) -> RedisServer | None:
@@ -130,7 +141,7 @@ def _lost(client: redis.Redis, w: Workers, ids: list[str]) -> int:
 
 
 def test_a_master_killed_mid_run_loses_no_replicated_publish_and_strands_nothing(
-    fresh_cluster: LocalCluster, workers: Callable[[LocalCluster, int], Workers], seed: int
+    fresh_cluster: LocalCluster, workers: Callable[[str, int], Workers], seed: int
 ) -> None:
     """Redis replicates after it acknowledges: what a master acknowledged in the
     moment before its death may never reach the replica that takes over. Publishes the
@@ -138,7 +149,7 @@ def test_a_master_killed_mid_run_loses_no_replicated_publish_and_strands_nothing
     rng = random.Random(seed)
     with Case("cluster-master-killed", seed) as case:
         client = _observer(fresh_cluster)
-        w = workers(fresh_cluster, 2)
+        w = workers(fresh_cluster.url, 2)
         victim = fresh_cluster.master_of(STREAM)
         with Flow(fresh_cluster.url) as flow:
             wait_for(lambda: _handled(w) >= 300, 30, "the workers to handle jobs")
@@ -181,12 +192,12 @@ def test_a_master_killed_mid_run_loses_no_replicated_publish_and_strands_nothing
 
 
 def test_a_worker_killed_on_the_cluster_has_its_jobs_run_elsewhere_within_the_bound(
-    fresh_cluster: LocalCluster, workers: Callable[[LocalCluster, int], Workers], seed: int
+    fresh_cluster: LocalCluster, workers: Callable[[str, int], Workers], seed: int
 ) -> None:
     rng = random.Random(seed)
     with Case("cluster-sigkill-worker", seed) as case:
         client = _observer(fresh_cluster)
-        w = workers(fresh_cluster, 2)
+        w = workers(fresh_cluster.url, 2)
         ids = [f"m{i}" for i in range(1500)]
         publish(fresh_cluster.url, [payload(i, "ok", "0.01") for i in ids])
         wait_for(lambda: _handled(w) >= 100, 30, "the workers to handle jobs")
@@ -223,7 +234,7 @@ def test_a_worker_killed_on_the_cluster_has_its_jobs_run_elsewhere_within_the_bo
 
 
 def test_a_slot_moved_to_another_master_under_load_loses_nothing(
-    fresh_cluster: LocalCluster, workers: Callable[[LocalCluster, int], Workers], seed: int
+    fresh_cluster: LocalCluster, workers: Callable[[str, int], Workers], seed: int
 ) -> None:
     """The stream's slot and every key in it (the stream, its retry stream, heartbeats,
     counters) move to another master, one key at a time, while jobs are published and
@@ -231,7 +242,7 @@ def test_a_slot_moved_to_another_master_under_load_loses_nothing(
     rng = random.Random(seed)
     with Case("cluster-reshard", seed) as case:
         client = _observer(fresh_cluster)
-        w = workers(fresh_cluster, 2)
+        w = workers(fresh_cluster.url, 2)
         source = fresh_cluster.master_of(STREAM)
         target = next(m for m in fresh_cluster.masters() if m is not source)
         with Flow(fresh_cluster.url) as flow:
@@ -255,6 +266,52 @@ def test_a_slot_moved_to_another_master_under_load_loses_nothing(
             drain_s=round(drain, 2),
             stranded=group_state(client)["pending"],
         )
+        assert figures["lost"] == 0
+        assert figures["unexpected"] == 0
+        assert case.figures["stranded"] == 0
+
+
+def test_a_sentinel_master_killed_mid_run_loses_no_replicated_publish_and_strands_nothing(
+    sentinel: LocalSentinel, workers: Callable[[str, int], Workers], seed: int
+) -> None:
+    rng = random.Random(seed)
+    with Case("sentinel-master-killed", seed) as case:
+        # Read after the failover only: the replica is the master then.
+        client = redis.Redis(host="127.0.0.1", port=sentinel.replica.port, socket_timeout=5)
+        w = workers(sentinel.url, 2)
+        with Flow(sentinel.url) as flow:
+            wait_for(lambda: _handled(w) >= 300, 30, "the workers to handle jobs")
+            time.sleep(rng.uniform(0.2, 1.0))  # a random point of the run, not a wait
+            replicated = list(flow.acknowledged)
+            _wait_replicated_to(sentinel.master, sentinel.replica)
+            sentinel.master.kill()
+            killed = time.monotonic()
+            wait_for(
+                lambda: sentinel.master_port() == sentinel.replica.port,
+                30,
+                "the Sentinels to promote the replica",
+                interval=0.05,
+            )
+            failover = time.monotonic() - killed
+            after = len(flow.acknowledged)
+            handled = _handled(w)
+            wait_for(lambda: _handled(w) >= handled + 300, 30, "jobs handled after the failover")
+            resumed = time.monotonic() - killed
+        expected = replicated + flow.acknowledged[after:]
+        drain = wait_drained(client, w.ledger, expected, 60)
+        figures = {**tally(client, w.ledger, flow.attempted), "lost": _lost(client, w, expected)}
+        case.figures.update(
+            figures,
+            acknowledged=len(flow.acknowledged),
+            counted=len(expected),
+            lost_of_all_acknowledged=_lost(client, w, flow.acknowledged),
+            failed_publish_batches=flow.failed,
+            failover_s=round(failover, 2),
+            handling_again_s=round(resumed, 2),
+            drain_s=round(drain, 2),
+            stranded=group_state(client)["pending"],
+        )
+        client.close()
         assert figures["lost"] == 0
         assert figures["unexpected"] == 0
         assert case.figures["stranded"] == 0

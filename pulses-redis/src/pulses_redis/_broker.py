@@ -215,8 +215,7 @@ class RedisBroker(AdminFacet):
     async def aclose(self) -> None:
         if self._conn.closed:
             return
-        self._conn.closed = True
-        await self._conn.client.aclose()
+        await self._conn.aclose()
 
     async def __aenter__(self) -> Self:
         return self

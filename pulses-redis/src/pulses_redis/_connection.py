@@ -15,7 +15,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from pulses import BrokerClosed, InvalidURL, redact_url
@@ -227,3 +227,13 @@ class Connection:
     def check(self, what: str) -> None:
         if self.closed:
             raise BrokerClosed(f"{what}: the Redis broker {self.url} is closed")
+
+    async def aclose(self) -> None:
+        """Close the client, and the clients of the Sentinels it asks for its master."""
+        self.closed = True
+        await self.client.aclose()
+        if isinstance(self.client, Redis):
+            pool = self.client.connection_pool
+            if isinstance(pool, SentinelConnectionPool):
+                for sentinel in pool.sentinel_manager.sentinels:
+                    await sentinel.aclose()

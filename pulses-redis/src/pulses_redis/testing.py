@@ -23,6 +23,11 @@ A local Redis Cluster (three masters, a replica each) of such servers, created w
     with redis_cluster() as cluster:
         broker = await RedisBroker.connect(cluster.url)  # redis+cluster://...
 
+And a master with a replica, watched by three Sentinels::
+
+    with redis_sentinel() as sentinel:
+        broker = await RedisBroker.connect(sentinel.url)  # redis+sentinel://.../mymaster/0
+
 This module imports neither redis-py nor pytest.
 """
 
@@ -40,9 +45,11 @@ from pathlib import Path
 
 __all__ = [
     "LocalCluster",
+    "LocalSentinel",
     "RedisServer",
     "find_redis_server",
     "redis_cluster",
+    "redis_sentinel",
     "redis_server",
     "redis_url",
 ]
@@ -313,14 +320,7 @@ class LocalCluster:
 
     def cli(self, node: RedisServer, *args: str) -> str:
         """A command sent to one node with redis-cli; its output ('' when it fails)."""
-        done = subprocess.run(  # noqa: S603
-            [_redis_cli(), "-h", "127.0.0.1", "-p", str(node.port), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        return done.stdout if done.returncode == 0 else ""
+        return _cli(node, *args)
 
     def masters(self) -> list[RedisServer]:
         """The running nodes that are masters now (a promoted replica counts)."""
@@ -406,3 +406,100 @@ def redis_cluster(
             yield cluster
         finally:
             cluster.stop()
+
+
+class _SentinelProcess(RedisServer):
+    """``redis-server sentinel.conf --sentinel``: Sentinel rewrites its config file."""
+
+    def __init__(self, binary: str, directory: Path, monitor: str) -> None:
+        super().__init__(binary, directory)
+        (directory / "sentinel.conf").write_text(monitor)
+
+    def _args(self) -> list[str]:
+        conf = str(self.directory / "sentinel.conf")
+        return [self.binary, conf, "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1"]
+
+
+class LocalSentinel:
+    """A master and its replica, watched by three Sentinels (quorum two) as ``service``;
+    a master silent for ``down_after_ms`` is failed over to the replica."""
+
+    def __init__(
+        self, binary: str, directory: Path, *, service: str = "mymaster", down_after_ms: int = 1000
+    ) -> None:
+        self.service = service
+        self.down_after_ms = down_after_ms
+        for name in ("master", "replica", "sentinel-0", "sentinel-1", "sentinel-2"):
+            (directory / name).mkdir()
+        self.master = RedisServer(binary, directory / "master")
+        self.replica = RedisServer(binary, directory / "replica")
+        self.sentinels: list[RedisServer] = []
+        self._binary = binary
+        self._directory = directory
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def start(self, timeout: float = 30.0) -> None:
+        _start(self.master)
+        self.replica.extra = ["--replicaof", "127.0.0.1", str(self.master.port)]
+        _start(self.replica)
+        monitor = (
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} {max(3000, 3 * self.down_after_ms)}\n"
+        )
+        for i in range(3):
+            sentinel = _SentinelProcess(self._binary, self._directory / f"sentinel-{i}", monitor)
+            _start(sentinel)
+            self.sentinels.append(sentinel)
+        deadline = time.monotonic() + timeout
+        # Ready once the replica has synced and every Sentinel knows the others.
+        while not (
+            "master_link_status:up" in _cli(self.replica, "INFO", "replication")
+            and all(
+                "num-other-sentinels\n2" in _cli(s, "SENTINEL", "MASTER", self.service)
+                for s in self.sentinels
+            )
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Sentinel set-up is not ready after {timeout}s")
+            time.sleep(0.1)
+
+    def master_port(self) -> int:
+        """The master's port as the Sentinels report it now."""
+        reply = _cli(self.sentinels[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(reply.split()[1])
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.master]:
+            server.stop()
+
+
+def _cli(node: RedisServer, *args: str) -> str:
+    """A command sent to one server with redis-cli; its output ('' when it fails)."""
+    done = subprocess.run(  # noqa: S603
+        [_redis_cli(), "-h", "127.0.0.1", "-p", str(node.port), *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return done.stdout if done.returncode == 0 else ""
+
+
+@contextmanager
+def redis_sentinel(*, down_after_ms: int = 1000) -> Iterator[LocalSentinel]:
+    """A started :class:`LocalSentinel` in a temporary directory; stopped and removed
+    on exit. ``FileNotFoundError`` without ``redis-server`` and ``redis-cli``."""
+    binary = find_redis_server()
+    _redis_cli()
+    with tempfile.TemporaryDirectory(prefix="pulses-sentinel-") as directory:
+        sentinel = LocalSentinel(binary, Path(directory), down_after_ms=down_after_ms)
+        try:
+            sentinel.start()
+            yield sentinel
+        finally:
+            sentinel.stop()
