@@ -397,7 +397,7 @@ def test_urls_are_checked_and_never_show_the_password() -> None:
         "nats://u:pw@host:4222",
         5000,
     )
-    assert parse_nats_url("nats://host")[1] == 60_000
+    assert parse_nats_url("nats://host")[1] == 10_000
     for bad, says in [
         ("redis://u:pw@host", "expected nats://"),
         ("nats://u:pw@host/0", "no path"),

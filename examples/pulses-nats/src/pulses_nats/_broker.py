@@ -70,10 +70,11 @@ __all__ = ["DEFAULT_ACK_WAIT_MS", "NatsBroker", "NatsSubscription", "parse_nats_
 
 logger = logging.getLogger("pulses_nats")
 
-DEFAULT_ACK_WAIT_MS = 60_000
+DEFAULT_ACK_WAIT_MS = 10_000
 """The lease of a fetched message: the server delivers it again when this passes without
-a settlement or an extension. As long as ``App``'s default ``claim_idle_ms``; declared as
-``Capabilities.lease_ms``, a third of it is how often the runtime extends leases."""
+a settlement or an extension, so a killed worker's messages run again within seconds.
+Declared as ``Capabilities.lease_ms``: a third of it is how often the runtime extends
+leases, and an event loop blocked longer than it loses its messages to others."""
 _HEADER_ROOM = 512
 """Bytes kept free for the header line and our headers when checking a message's size."""
 _STREAM_NAME_IN_USE = 10058
@@ -127,7 +128,7 @@ class NatsBroker:
 
     ``await NatsBroker.connect("nats://127.0.0.1:4222")``, or ``pulses.connect`` with a
     ``nats://`` URL. ``?ack_wait_ms=N`` sets the lease of fetched messages (default
-    60 000): a message neither settled nor extended for that long is delivered again, as
+    10 000): a message neither settled nor extended for that long is delivered again, as
     a suspect. The broker declares it as ``Capabilities.lease_ms``, so the runtime renews
     leases every third of it and runs no reclaim loop.
     """
