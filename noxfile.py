@@ -98,8 +98,10 @@ def faults(session: nox.Session) -> None:
 def cluster(session: nox.Session) -> None:
     """On a local Redis Cluster of real redis-servers (3 masters, 3 replicas) and a
     Sentinel set-up the tests start: the conformance suite, the quick start and the
-    fault cases (a master killed, a worker killed, a slot resharded under load)."""
+    fault cases (a master killed, a worker killed, a slot resharded under load), three
+    seeds each."""
     _install(session, "test")
+    session.env.update(PULSES_FAULT_SEEDS="1,2,3")
     session.run("pytest", "tests/cluster", *session.posargs)
 
 
