@@ -108,7 +108,7 @@ class Metrics(Middleware):
         """Per handler (its one Context): durations not yet in ``durations``."""
 
     async def handle(self, ctx: Context[Any], msg: Envelope[Any], call_next: CallHandle) -> Outcome:
-        # Per message only a clock read and an append (measured: about 0.3 us with the
+        # Per message only a clock read and an append (measured: about 0.2 us with the
         # call through this middleware); the buckets are filled per settle batch.
         started = perf_counter()
         try:
