@@ -281,7 +281,9 @@ class RedisConsumer:
         )  # fmt: skip
 
     def _collect(self) -> list[Envelope]:
-        """What the finished blocking reads took; the first error after keeping the rest."""
+        """What the finished blocking reads took; the first error after keeping the rest
+        (and after marking the pending list for a look: a failed read may have taken
+        entries)."""
         envelopes: list[Envelope] = []
         error: BaseException | None = None
         for slot, task in list(self._blocking.items()):
@@ -296,6 +298,7 @@ class RedisConsumer:
                 envelopes += self._envelopes(reply)
         if error is not None:
             self._stash.extend(envelopes)
+            self._recover_again()
             raise error
         return envelopes
 
@@ -319,8 +322,10 @@ class RedisConsumer:
         moves = len(commands)
         # A big batch: one plain XREADGROUP per key for its share, pipelined (the script
         # costs the server twice as much per entry). A small one: the script, which fills
-        # every slot it can, whatever the keys hold.
-        shared = max_count >= max(_SHARED_READ_MIN, 2 * len(reads))
+        # every slot it can, whatever the keys hold. Always the script on a cluster:
+        # redis-py asks the server (COMMAND GETKEYS, a round trip) where the keys of
+        # every XREADGROUP are, and it knows those of a script from its arguments.
+        shared = not self._conn.cluster and max_count >= max(_SHARED_READ_MIN, 2 * len(reads))
         shares = _shares(reads, max_count) if shared else {}
         group, name = self._group, self._name
         if shares:
@@ -543,6 +548,11 @@ class RedisConsumer:
 
     async def extend(self, envelopes: Sequence[Envelope]) -> None:
         self._check("extend")
+        if self._blocking:
+            # A read that returned while no fetch came (the handlers are busy) holds
+            # entries that are pending under this consumer: renew them with the stash.
+            async with self._scope("extending leases"):
+                self._stash.extend(self._collect())
         by_source: dict[str, list[str]] = {}
         for env in [*envelopes, *self._stash]:
             by_source.setdefault(env.source, []).append(env.id)
