@@ -6,6 +6,10 @@ import asyncio
 import uuid
 
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import SentinelManagedSSLConnection
 
 from pulses import Ack, BrokerError, InvalidURL
 from pulses_redis import RedisBroker
@@ -101,6 +105,24 @@ async def test_credentials_and_tls_options_reach_every_node_and_never_an_error(
         with pytest.raises(BrokerError) as refused:
             await broker.publish("s", b"x")
         assert "wrong-pw" not in str(refused.value)
+
+
+async def test_tls_urls_ask_for_tls_to_every_node_and_to_the_sentinel_master() -> None:
+    cluster = RedisBroker.from_url(
+        "rediss+cluster://u:pw@127.0.0.1:7000,127.0.0.1:7001/?ssl_cert_reqs=none"
+    )
+    client = cluster._conn.client
+    assert isinstance(client, RedisCluster)
+    assert client.connection_kwargs["connection_class"] is SSLConnection
+    assert client.connection_kwargs["ssl_cert_reqs"] == "none"
+    assert client.connection_kwargs["username"] == "u"
+    await cluster.aclose()
+    sentinel = RedisBroker.from_url("rediss+sentinel://127.0.0.1:26379/mymaster/2")
+    pool = sentinel._conn.client
+    assert isinstance(pool, Redis)
+    assert pool.connection_pool.connection_class is SentinelManagedSSLConnection
+    assert pool.connection_pool.connection_kwargs["db"] == 2
+    await sentinel.aclose()
 
 
 @pytest.mark.parametrize(

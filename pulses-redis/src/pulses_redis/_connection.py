@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -200,7 +200,8 @@ class Connection:
             where = ",".join(
                 f"{n.host}:{n.port}" for n in client.nodes_manager.startup_nodes.values()
             )
-            scheme = "rediss+cluster" if kwargs.get("ssl") else "redis+cluster"
+            tls = issubclass(kwargs.get("connection_class", object), SSLConnection)
+            scheme = "rediss+cluster" if tls else "redis+cluster"
             default_url = f"{scheme}://{where}/"
         else:
             kwargs = client.connection_pool.connection_kwargs
