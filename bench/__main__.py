@@ -25,12 +25,13 @@ from typing import Any
 import msgspec
 import redis
 from redis.asyncio import Redis
+from redis.cluster import RedisCluster
 
 from bench.app import Small
 from pulses import Ack, App, CancellationToken, Context, Envelope, Handler, Outcome, Stream
 from pulses_memory import MemoryBroker
 from pulses_redis import RedisBroker
-from pulses_redis.testing import redis_url
+from pulses_redis.testing import redis_cluster, redis_url
 
 STREAM = "bench"
 GROUP = "bench"
@@ -51,32 +52,56 @@ STALL_S = 30.0
 # -- helpers ------------------------------------------------------------------------
 
 
-def _fill(url: str, n: int, *, group: bool = True, payload: bytes = PAYLOAD) -> None:
-    """A fresh stream of ``n`` no-op messages (Pulses' plain layout) and the group."""
-    with redis.Redis.from_url(url) as client:
-        client.delete(STREAM)
-        for start in range(0, n, 10_000):
-            pipe = client.pipeline(transaction=False)
-            for _ in range(min(10_000, n - start)):
-                pipe.execute_command("XADD", STREAM, "*", "payload", payload)
-            pipe.execute()
-        if group:
-            client.xgroup_create(STREAM, GROUP, "0", mkstream=True)
+def _client(url: str) -> redis.Redis | RedisCluster:
+    """A plain client, or for a ``redis+cluster://`` URL a cluster client of its first seed."""
+    if url.startswith("redis+cluster://"):
+        host, _, port = url.removeprefix("redis+cluster://").split(",")[0].partition(":")
+        return RedisCluster(host=host, port=int(port.rstrip("/")))
+    return redis.Redis.from_url(url)
 
 
-def _progress(client: redis.Redis) -> tuple[int, int]:
-    """The group's (entries read, entries pending)."""
-    for info in client.xinfo_groups(STREAM):
-        if info["name"] == GROUP.encode():
-            return int(info.get("entries-read") or 0), int(info["pending"])
-    return 0, 0
+def _fill(
+    url: str,
+    n: int,
+    *,
+    group: bool = True,
+    payload: bytes = PAYLOAD,
+    streams: Sequence[str] = (STREAM,),
+) -> None:
+    """Fresh streams of ``n`` no-op messages each (Pulses' plain layout) and the group."""
+    with _client(url) as client:
+        for stream in streams:
+            client.delete(stream)
+            for start in range(0, n, 10_000):
+                pipe = client.pipeline(transaction=False)
+                for _ in range(min(10_000, n - start)):
+                    pipe.execute_command("XADD", stream, "*", "payload", payload)
+                pipe.execute()
+            if group:
+                client.xgroup_create(stream, GROUP, "0", mkstream=True)
 
 
-def _wait_drained(client: redis.Redis, n: int, process: subprocess.Popen[bytes]) -> None:
+def _progress(client: redis.Redis | RedisCluster, streams: Sequence[str]) -> tuple[int, int]:
+    """The group's (entries read, entries pending) over ``streams``."""
+    read = pending = 0
+    for stream in streams:
+        for info in client.xinfo_groups(stream):
+            if info["name"] == GROUP.encode():
+                read += int(info.get("entries-read") or 0)
+                pending += int(info["pending"])
+    return read, pending
+
+
+def _wait_drained(
+    client: redis.Redis | RedisCluster,
+    n: int,
+    process: subprocess.Popen[bytes],
+    streams: Sequence[str] = (STREAM,),
+) -> None:
     """Until the group read and settled all ``n``; an error if the worker exits or stalls
     (it logs only errors, so a worker stuck retrying warnings would otherwise hang here)."""
     progress, since = (-1, -1), time.monotonic()
-    while (now := _progress(client)) != (n, 0):
+    while (now := _progress(client, streams)) != (n, 0):
         if process.poll() is not None:
             raise RuntimeError(f"worker exited with {process.returncode}")
         if now != progress:
@@ -117,6 +142,7 @@ def _pulses_worker(
     typed: bool = False,
     otel: str | None = None,
     metrics: bool = False,
+    streams: Sequence[str] = (STREAM,),
 ) -> dict[str, Any]:
     """Drain the stream with ``pulses worker bench.app:app``; SIGTERM once drained.
     ``otel``: ``all`` or ``drop``, the tracing of ``bench/app.py``'s BENCH_OTEL."""
@@ -130,10 +156,11 @@ def _pulses_worker(
         command += ["-w", str(processes)] if processes > 1 else []
         scraper = _Scraper() if metrics else None
         command += ["--metrics-port", str(scraper.port)] if scraper else []
-        process = subprocess.Popen(command, env=_env(url, report, **extra), cwd=ROOT)
+        env = {**_env(url, report, **extra), "BENCH_STREAM": ",".join(streams)}
+        process = subprocess.Popen(command, env=env, cwd=ROOT)
         try:
-            with redis.Redis.from_url(url) as client, scraper or contextlib.nullcontext():
-                _wait_drained(client, n, process)
+            with _client(url) as client, scraper or contextlib.nullcontext():
+                _wait_drained(client, n, process, streams)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
@@ -344,6 +371,33 @@ def scaling(url: str, n: int) -> dict[str, float]:
         _fill(url, n)
         two.append(_pulses_worker(url, n, processes=2)["rate"])
     return {"one": _median(one), "two": _median(two), "ratio": _median(two) / _median(one)}
+
+
+CLUSTER_STREAMS = tuple(f"bench-{i}" for i in range(12))
+"""Twelve streams: on a three-master cluster, spread over all three."""
+
+
+def cluster_scaling(single: str, cluster: str, n: int, rounds: int) -> dict[str, float]:
+    """Consume rate of 1, 2 and 4 worker processes over CLUSTER_STREAMS (``n`` messages
+    in all), on one Redis and on the cluster, alternating; the median of ``rounds``."""
+    rates: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for processes in (1, 2, 4):
+            for name, url in (("one_redis", single), ("cluster", cluster)):
+                _fill(url, n // len(CLUSTER_STREAMS), streams=CLUSTER_STREAMS)
+                rate = _pulses_worker(
+                    url, n // len(CLUSTER_STREAMS) * len(CLUSTER_STREAMS),
+                    processes=processes, streams=CLUSTER_STREAMS,
+                )["rate"]  # fmt: skip
+                rates.setdefault(f"{name}_w{processes}", []).append(rate)
+    out = {key: _median(values) for key, values in rates.items()}
+    for processes in (1, 2, 4):
+        out[f"cluster_vs_one_redis_w{processes}"] = (
+            out[f"cluster_w{processes}"] / out[f"one_redis_w{processes}"]
+        )
+        for name in ("one_redis", "cluster"):
+            out[f"{name}_w{processes}_vs_w1"] = out[f"{name}_w{processes}"] / out[f"{name}_w1"]
+    return out
 
 
 def backlog(url: str, n: int) -> dict[str, float]:
@@ -689,6 +743,14 @@ def main() -> None:
         if "memory" in parts:
             _say("memory broker")
             results["memory_broker"] = asyncio.run(_memory(args.n))
+        if "cluster" in parts:
+            _say("cluster: 1, 2, 4 worker processes over 12 streams, 3-master cluster vs one Redis")
+            try:
+                cluster = stack.enter_context(redis_cluster())
+            except FileNotFoundError as missing:
+                raise SystemExit(f"python -m bench: {missing}") from None
+            # Six times -n: every worker process starts before the backlog is gone.
+            results["cluster_scaling"] = cluster_scaling(url, cluster.url, 6 * args.n, args.rounds)
         if "backlog" in parts and args.full:
             _say("backlog")
             results["backlog"] = backlog(url, args.backlog)

@@ -1,8 +1,8 @@
 """The app the benchmark's worker processes run: ``python -m pulses worker bench.app:app``.
 
 Configured by environment, since the CLI imports it in every worker process:
-``BENCH_URL``, ``BENCH_STREAM``, ``BENCH_TIMEOUT`` (seconds; unset: no TIMEOUT),
-``BENCH_MAX_IN_FLIGHT`` (unset: the default),
+``BENCH_URL``, ``BENCH_STREAM`` (streams separated by commas), ``BENCH_TIMEOUT``
+(seconds; unset: no TIMEOUT), ``BENCH_MAX_IN_FLIGHT`` (unset: the default),
 ``BENCH_LATENCY=1`` (record publish→handle-start latencies from the payload's
 timestamp), ``BENCH_OTEL`` (``all``: ``pulses.otel`` tracing with every span sampled and
 exported in batches to nowhere; ``drop``: tracing with a parent-based sampler that
@@ -114,7 +114,7 @@ class _TimedBroker(RedisBroker):
 
 
 class NoOp(Handler[RedisBroker]):
-    STREAMS: ClassVar[tuple[str, ...]] = (os.environ.get("BENCH_STREAM", "bench"),)
+    STREAMS: ClassVar[tuple[str, ...]] = tuple(os.environ.get("BENCH_STREAM", "bench").split(","))
     TIMEOUT: ClassVar[float | None] = (
         float(os.environ["BENCH_TIMEOUT"]) if os.environ.get("BENCH_TIMEOUT") else None
     )
