@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -11,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import SentinelManagedSSLConnection
 
-from pulses import Ack, BrokerError, InvalidURL
+from pulses import Ack, BrokerError, DeadLetter, InvalidURL
 from pulses_redis import RedisBroker
 from redis_cluster import LocalCluster, LocalSentinel
 from test_examples import EXPECTED, run_quickstart
@@ -141,3 +144,33 @@ async def test_a_bad_cluster_or_sentinel_url_is_refused_naming_what_is_wrong(
     with pytest.raises(InvalidURL, match=says) as refused:
         await RedisBroker.connect(url)
     assert "pw-secret" not in str(refused.value)
+
+
+def _pulses(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "pulses", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_info_dlq_and_trim_work_on_the_cluster(cluster: LocalCluster) -> None:
+    stream = f"cli-{uuid.uuid4().hex[:8]}"
+    async with await RedisBroker.connect(cluster.url) as broker:
+        consumer = broker.consumer(broker.subscription("workers"), [stream], handler="h")
+        await consumer.ensure()
+        await broker.publish_many(stream, [b"ok", b"dead:1", b"dead:2"])
+        ok, *dead = await consumer.fetch(3, 1000)
+        await consumer.settle([(ok, Ack()), *[(e, DeadLetter("asked to")) for e in dead]])
+        await consumer.aclose()
+
+        [info] = json.loads(_pulses("info", cluster.url, stream, "--json"))
+        [group] = info["groups"]
+        assert (info["dead_letters"], group["acked"], group["dead_lettered"]) == (2, 1, 2)
+        assert stream in _pulses("info", cluster.url)  # every master scanned for streams
+        listed = _pulses("dlq", "list", cluster.url, stream).splitlines()
+        assert len(listed) == 2
+        replayed = _pulses("dlq", "replay", cluster.url, stream, listed[0].split()[0])
+        assert "replayed 1 dead letter" in replayed
+        assert "removed 3 acknowledged entries" in _pulses("trim", cluster.url, stream)
+        assert (await broker.stats(stream)).length == 0

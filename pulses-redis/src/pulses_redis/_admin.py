@@ -292,7 +292,12 @@ class AdminFacet:
 
 async def _stream_keys(client: Client) -> list[str]:
     """Every key that holds a stream, by SCAN; on a cluster, SCAN of every master."""
-    scanners = client.get_primaries() if isinstance(client, RedisCluster) else [client]
+    # The masters are known once the client has asked the cluster (lazily, at first use).
+    scanners = (
+        (await client.initialize()).get_primaries()
+        if isinstance(client, RedisCluster)
+        else [client]
+    )
     keys: list[str] = []
     for scanner in scanners:
         cursor: Any = 0
