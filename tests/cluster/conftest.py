@@ -15,7 +15,8 @@ from redis_cluster import LocalCluster, LocalSentinel, start_cluster, start_sent
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
-    yield from start_cluster()
+    # A node timeout well above a loaded CI machine's stalls: no failover mid-suite.
+    yield from start_cluster(node_timeout_ms=5000)
 
 
 SEEDS = [int(s) for s in os.environ.get("PULSES_FAULT_SEEDS", "1").split(",") if s.strip()]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 import pulses
 import pulses_redis
@@ -99,9 +100,11 @@ async def test_trim_without_any_group_removes_nothing(broker: RedisBroker, name:
 
 def test_rediss_urls_verify_certificates_by_default() -> None:
     client = client_from_url("rediss://app:s3cret@cache.example:6380/0")
+    assert isinstance(client, Redis)  # one server: not a cluster client
     connection = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
     assert connection.ssl_context.cert_reqs is ssl.CERT_REQUIRED
     relaxed = client_from_url("rediss://cache.example:6380/0?ssl_cert_reqs=none")
+    assert isinstance(relaxed, Redis)
     relaxed_connection = relaxed.connection_pool.make_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
     assert relaxed_connection.ssl_context.cert_reqs is ssl.CERT_NONE
 
