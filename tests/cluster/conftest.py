@@ -52,7 +52,13 @@ def workers(tmp_path: Path) -> Iterator[Callable[[str, int], Workers]]:
         w.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sentinel() -> Iterator[LocalSentinel]:
-    """A master, its replica and three Sentinels, for one case."""
+    """A master, its replica and three Sentinels for the session."""
+    yield from start_sentinel()
+
+
+@pytest.fixture
+def fresh_sentinel() -> Iterator[LocalSentinel]:
+    """A Sentinel set-up of its own, for a case that kills its master."""
     yield from start_sentinel()

@@ -272,9 +272,10 @@ def test_a_slot_moved_to_another_master_under_load_loses_nothing(
 
 
 def test_a_sentinel_master_killed_mid_run_loses_no_replicated_publish_and_strands_nothing(
-    sentinel: LocalSentinel, workers: Callable[[str, int], Workers], seed: int
+    fresh_sentinel: LocalSentinel, workers: Callable[[str, int], Workers], seed: int
 ) -> None:
     rng = random.Random(seed)
+    sentinel = fresh_sentinel
     with Case("sentinel-master-killed", seed) as case:
         # Read after the failover only: the replica is the master then.
         client = redis.Redis(host="127.0.0.1", port=sentinel.replica.port, socket_timeout=5)

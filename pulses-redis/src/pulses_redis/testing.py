@@ -468,6 +468,10 @@ class LocalSentinel:
                 raise RuntimeError(f"the Sentinel set-up is not ready after {timeout}s")
             time.sleep(0.1)
 
+    def cli(self, server: RedisServer, *args: str) -> str:
+        """A command sent to one server with redis-cli; its output ('' when it fails)."""
+        return _cli(server, *args)
+
     def master_port(self) -> int:
         """The master's port as the Sentinels report it now."""
         reply = _cli(self.sentinels[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
