@@ -104,7 +104,7 @@ def _defaults() -> dict[str, Any]:
     }
 
 
-def _split(url: str) -> tuple[str, list[tuple[str, int]], str, str]:
+def _split(url: str) -> tuple[str, list[tuple[str, int]], str]:
     """``scheme://[user:password@]host:port[,host:port...][/path][?query]`` → the
     one-server URL redis-py parses the credentials and query of, the hosts, the path."""
     scheme, _, rest = url.partition("://")
@@ -128,11 +128,11 @@ def _split(url: str) -> tuple[str, list[tuple[str, int]], str, str]:
     single = (
         f"{scheme.partition('+')[0]}://{userinfo + '@' if userinfo else ''}{hosts.split(',')[0]}"
     )
-    return f"{single}/?{query}" if query else f"{single}/", addresses, path, scheme
+    return f"{single}/?{query}" if query else f"{single}/", addresses, path
 
 
 def _cluster_client(url: str) -> RedisCluster:
-    single, addresses, path, _ = _split(url)
+    single, addresses, path = _split(url)
     if path.strip("/") not in ("", "0"):
         raise InvalidURL(
             f"Redis URL {redact_url(url)!r}: a Redis Cluster has database 0 only; drop /{path}"
@@ -149,7 +149,7 @@ def _cluster_client(url: str) -> RedisCluster:
 
 
 def _sentinel_client(url: str) -> Redis:
-    single, addresses, path, _ = _split(url)
+    single, addresses, path = _split(url)
     service, _, db = path.strip("/").partition("/")
     if not service or not (db == "" or db.isdigit()):
         raise InvalidURL(
@@ -179,7 +179,7 @@ def _connection_options(url: str, single: str) -> dict[str, Any]:
     for key in ("host", "port", "db", "path"):
         options.pop(key, None)
     connection_class = options.pop("connection_class", None)
-    if connection_class is not None and "SSL" in connection_class.__name__:
+    if connection_class is not None and issubclass(connection_class, SSLConnection):
         options["ssl"] = True
     return options
 

@@ -34,12 +34,13 @@ This module imports neither redis-py nor pytest.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,6 +80,19 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher) is free too: at most 55535."""
+    while True:
+        port = random.randint(20_000, 55_535)
+        with socket.socket() as s, socket.socket() as bus:
+            try:
+                s.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+            return port
 
 
 class RedisServer:
@@ -191,7 +205,7 @@ class RedisServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _start(server: RedisServer) -> None:
+def _start(server: RedisServer, free_port: Callable[[], int] = _free_port) -> None:
     for attempt in range(3):
         try:
             server.start()
@@ -200,7 +214,7 @@ def _start(server: RedisServer) -> None:
             if attempt == 2:
                 raise
             # Another process may have taken the free port before the server bound it.
-            server.port = _free_port()
+            server.port = free_port()
 
 
 @contextmanager
@@ -263,7 +277,9 @@ class LocalCluster:
                 str(node_timeout_ms),
                 *extra,
             ]
-            self.nodes.append(RedisServer(binary, home, options))
+            node = RedisServer(binary, home, options)
+            node.port = _free_cluster_port()
+            self.nodes.append(node)
 
     @property
     def url(self) -> str:
@@ -274,7 +290,7 @@ class LocalCluster:
         """Start every node, create the cluster and return once every node reports
         ``cluster_state:ok`` and agrees on the slots."""
         for node in self.nodes:
-            _start(node)
+            _start(node, _free_cluster_port)
         # No shell; redis-cli comes from PATH like redis-server.
         created = subprocess.run(  # noqa: S603
             [
