@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import time
@@ -53,7 +54,13 @@ def wait_for(
             last = scrape(port)
         if last and condition(last):
             return last
-        assert time.monotonic() < deadline, f"timed out; last scrape: {last}"
+        if time.monotonic() >= deadline:
+            proc.send_signal(signal.SIGTERM)  # drains, and says why it got stuck
+            try:
+                _, err = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                err = "(still running)"
+            raise AssertionError(f"timed out; last scrape: {last}\nthe worker's stderr:\n{err}")
         time.sleep(0.05)
 
 

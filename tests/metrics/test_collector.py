@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -128,3 +131,28 @@ async def test_a_scrape_from_the_apps_own_loop_does_not_wait_and_the_next_one_ha
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)  # the loop runs the fetch the first scrape asked for
     assert now["pulses_stream_length"] == 1
+
+
+def test_figures_that_are_ready_at_once_do_not_deadlock_the_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fetch can finish before its done-callback is added; the callback then runs at
+    # once, in the scraping thread (once, that thread held the lock the callback takes).
+    def done_at_once(coro: Any, loop: asyncio.AbstractEventLoop) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(asyncio.run(coro))
+        return future
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", done_at_once)
+    broker = MemoryBroker()
+    app = App(broker, broker.subscription("g")).register(Noop())
+    registry = CollectorRegistry(auto_describe=False)
+    loop = asyncio.new_event_loop()
+    registry.register(pulses.prometheus.PulsesCollector(app, loop=loop))
+    scraped: list[dict[str, float]] = []
+    scraper = threading.Thread(target=lambda: scraped.append(samples(registry)), daemon=True)
+    scraper.start()
+    scraper.join(10)
+    loop.close()
+    assert not scraper.is_alive(), "the scrape hung"
+    assert scraped[0]["pulses_stream_length"] == 0  # the figures, from this very scrape

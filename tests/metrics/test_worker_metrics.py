@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from metrics_helpers import Samples, Spawn, free_port, value, wait_for
+from metrics_helpers import Samples, Spawn, free_port, scrape, value, wait_for
 from pulses.cli import EXIT
+from redis_server import RedisServer, start_server
 
 pytestmark = pytest.mark.redis
 
@@ -109,10 +111,14 @@ def test_one_endpoint_sums_the_processes_of_workers_2(spawn: Spawn, redis_url: s
     samples = wait_for(port, lambda s: value(s, settled, **key, outcome="acked") == n, proc)
     assert value(samples, "pulses_handler_duration_seconds_count", **key) == n
     at = {"stream": stream, "group": group}
-    # The broker's figures come from one child, not the sum of both.
-    samples = wait_for(port, lambda s: value(s, "pulses_stream_length", stream=stream) == n, proc)
-    assert value(samples, "pulses_group_lag", **at) == 0
-    assert value(samples, "pulses_group_pending", **at) == 0
+    # The broker's figures come from one child, not the sum of both (once they are
+    # fetched after the last settle: a scrape may reuse figures up to a second old).
+    figures = ("pulses_stream_length", "pulses_group_lag", "pulses_group_pending")
+
+    def settled_figures(s: Samples) -> tuple[float | None, ...]:
+        return (value(s, figures[0], stream=stream), *(value(s, f, **at) for f in figures[1:]))
+
+    wait_for(port, lambda s: settled_figures(s) == (n, 0, 0), proc)
     assert value(samples, "pulses_handler_stream_info", **key, stream=stream) == 1
 
     proc.send_signal(signal.SIGTERM)
@@ -151,3 +157,38 @@ def test_a_metrics_port_in_use_is_an_error_naming_it(spawn: Spawn, processes: st
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == EXIT["failed"], err
     assert f"cannot serve metrics on port {port}: Address already in use" in err
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, to stall."""
+    yield from start_server()
+
+
+def test_a_stalled_redis_costs_a_scrape_its_timeout_and_shows_as_stale_figures(
+    spawn: Spawn, own_redis: RedisServer
+) -> None:
+    stream, group = f"m-{uuid.uuid4().hex[:8]}", "metrics"
+    port = free_port()
+    env = {"STREAM": stream, "GROUP": group, "TEST_REDIS_URL": own_redis.url}
+    proc = spawn("worker", "jobs:app", "--metrics-port", str(port), env=env)
+    at = {"stream": stream, "group": group}
+    age = "pulses_broker_stats_age_seconds"
+    wait_for(port, lambda s: value(s, "pulses_group_lag", **at) == 0, proc)
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            started = time.monotonic()
+            samples = scrape(port)
+            assert time.monotonic() - started < 4, "a scrape waited past the 2 s broker timeout"
+            stale = value(samples, age)
+            assert stale is not None
+            if stale >= 3:
+                break
+            assert time.monotonic() < deadline, f"the figures never went stale: {stale}"
+        assert value(samples, "pulses_group_lag", **at) == 0  # the last figures, kept
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    wait_for(port, lambda s: (value(s, age) or 0) < 1, proc)

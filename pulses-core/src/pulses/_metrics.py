@@ -330,19 +330,21 @@ class _BrokerStats:
 
     def read(self) -> list[StreamStats]:
         """Fresh figures if the broker answers within the timeout, else the last ones."""
+        started = None
         with self.lock:
             if self.fetched_at is not None and time.monotonic() - self.fetched_at < FRESH:
                 return self.stats
             if (self.pending is None or self.pending.done()) and not self.loop.is_closed():
                 coro = self.fetch()
                 try:
-                    self.pending = asyncio.run_coroutine_threadsafe(coro, self.loop)
+                    self.pending = started = asyncio.run_coroutine_threadsafe(coro, self.loop)
                 except RuntimeError:  # the loop closed meanwhile
                     coro.close()
-                else:
-                    # Kept when they come, even after this scrape stopped waiting.
-                    self.pending.add_done_callback(self.store)
             pending = self.pending
+        if started is not None:
+            # Kept when they come, even after this scrape stopped waiting. Outside the
+            # lock: a future already done runs the callback at once, in this thread.
+            started.add_done_callback(self.store)
         if pending is None or _in_loop(self.loop):
             # Scraped from the loop's own thread, a wait would block the very loop that
             # must answer: the figures come at the next scrape.

@@ -120,8 +120,12 @@ class GroupCollector(Collector):
     def answer(self, port: int) -> list[Metric] | None:
         try:
             return list(text_string_to_metric_families(self.scrape(port)))
-        except (OSError, ValueError) as exc:
-            logger.debug("metrics of the worker process on port %d: %r", port, exc)
+        except Exception as exc:  # one process's trouble must not fail the group's scrape
+            logger.warning(
+                "the metrics of the worker process on port %d are left out of this scrape: %r",
+                port,
+                exc,
+            )
             return None
 
     def merge(self, answers: dict[int, list[Metric] | None]) -> Iterator[Metric]:
