@@ -14,7 +14,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import pulses.prometheus
-from pulses import Ack, App, CancellationToken, Context, Envelope, Handler, Outcome, StreamStats
+from pulses import (
+    Ack,
+    App,
+    CancellationToken,
+    Context,
+    Envelope,
+    Handler,
+    Outcome,
+    Retention,
+    StreamStats,
+)
 from pulses._metrics_group import GroupCollector
 from pulses._stats import Durations
 from pulses_memory import MemoryBroker
@@ -156,3 +166,22 @@ def test_figures_that_are_ready_at_once_do_not_deadlock_the_scrape(
     loop.close()
     assert not scraper.is_alive(), "the scrape hung"
     assert scraped[0]["pulses_stream_length"] == 0  # the figures, from this very scrape
+
+
+async def test_what_retention_trimmed_is_exported_per_stream() -> None:
+    broker = MemoryBroker()
+    retention = Retention(keep=0, interval_ms=10)
+    app = App(broker, broker.subscription("g"), retention=retention).register(Noop())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(pulses.prometheus.PulsesCollector(app))
+    await broker.publish_many("jobs", [b"x"] * 5)
+    token = CancellationToken()
+    run = asyncio.create_task(app.run(token))
+    deadline = time.monotonic() + 10
+    while (await asyncio.to_thread(samples, registry)).get("pulses_stream_trimmed_total") != 5:
+        assert time.monotonic() < deadline, "the five acknowledged entries were never trimmed"
+        await asyncio.sleep(0.05)
+    now = await asyncio.to_thread(samples, registry)
+    assert 0 <= now["pulses_stream_last_trim_age_seconds"] < 5
+    token.cancel()
+    await run

@@ -70,6 +70,8 @@ BROKER_FAMILIES = frozenset(
         "pulses_stream_length",
         "pulses_stream_delayed",
         "pulses_stream_dead_letters",
+        "pulses_stream_trimmed",  # a counter: parsed back without its _total
+        "pulses_stream_last_trim_age_seconds",
         "pulses_group_lag",
         "pulses_group_pending",
         "pulses_group_delayed",
@@ -299,6 +301,16 @@ class _BrokerStats:
             key: GaugeMetricFamily(name, text, labels=["stream"])
             for key, (name, text) in gauges.items()
         }
+        trimmed = CounterMetricFamily(
+            "pulses_stream_trimmed",
+            "Acknowledged entries removed from the stream by retention (or pulses trim).",
+            labels=["stream"],
+        )
+        last_trim = GaugeMetricFamily(
+            "pulses_stream_last_trim_age_seconds",
+            "Seconds since the stream was last trimmed (grows: retention stopped).",
+            labels=["stream"],
+        )
         labels = ["stream", "group"]
         lag = GaugeMetricFamily(
             "pulses_group_lag", "Entries the group has not read yet.", labels=labels
@@ -317,6 +329,9 @@ class _BrokerStats:
         for stream in stats:
             for key, family in by_stream.items():
                 family.add_metric([stream.stream], getattr(stream, key))
+            if stream.trimmed is not None:
+                trimmed.add_metric([stream.stream], stream.trimmed.removed)
+                last_trim.add_metric([stream.stream], stream.trimmed.last_ago_ms / 1000)
             for g in stream.groups:
                 if g.group != group:
                     continue  # other groups' workers export their own
@@ -326,6 +341,8 @@ class _BrokerStats:
                 delayed.add_metric(at, g.delayed)
                 oldest.add_metric(at, (g.oldest_pending_ms or 0) / 1000)
         yield from by_stream.values()
+        yield trimmed
+        yield last_trim
         yield from (lag, pending, delayed, oldest)
 
     def read(self) -> list[StreamStats]:
